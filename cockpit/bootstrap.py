@@ -1,0 +1,112 @@
+"""The one place that builds and wires everything (and knows concrete classes)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+
+from cockpit.c2l import C2L, build_c2l
+from cockpit.filter import NarrativeFilter, build_filter
+from cockpit.gateway.stream import StreamHub
+from cockpit.platform.auth import ApiKeyStore, Role
+from cockpit.platform.bus import EventBus, build_bus
+from cockpit.platform.db import Database, migrate
+from cockpit.platform.metrics import Metrics
+from cockpit.settings import Settings, load_settings
+from cockpit.verdict import VerdictEngine
+
+__all__ = ["Cockpit", "StartupError", "bootstrap"]
+
+
+class StartupError(RuntimeError):
+    """A dependency is unreachable or misconfigured; the message is one clear line."""
+
+
+@dataclass
+class Cockpit:
+    """Every context, wired; ``start``/``stop`` bring the process up and down."""
+
+    settings: Settings
+    db: Database
+    bus: EventBus
+    metrics: Metrics
+    api_keys: ApiKeyStore
+    filter: NarrativeFilter
+    verdicts: VerdictEngine
+    c2l: C2L
+    stream: StreamHub
+    instance_id: str
+    first_operator_key: str | None = field(default=None, repr=False)
+    _started: bool = False
+
+    async def start(self) -> None:
+        """Migrate (embedded), probe the database, connect the brokers, rebuild state."""
+        if self.settings.should_auto_migrate:
+            try:
+                await asyncio.to_thread(migrate, self.db.url)
+            except Exception as exc:  # noqa: BLE001
+                raise StartupError(f"database migration failed: {_one_line(exc)}") from exc
+        try:
+            await self.db.ping(timeout=self.settings.db_pool_timeout)
+        except Exception as exc:  # noqa: BLE001
+            raise StartupError(f"database unreachable ({self.db.dialect}): {_one_line(exc)}") from exc
+        try:
+            await asyncio.wait_for(self.bus.start(), self.settings.broker_connect_timeout + 10)
+        except Exception as exc:  # noqa: BLE001
+            await self.bus.stop()
+            raise StartupError(f"message broker unreachable: {_one_line(exc)}") from exc
+        if self.settings.embedded and await self.api_keys.count_active() == 0:
+            key, _ = await self.api_keys.create("operator", Role.CHIEF_ARCHITECT)
+            self.first_operator_key = key
+        await self.filter.rebuild()
+        await self.c2l.start()
+        self._started = True
+        logger.info("cockpit_started", instance=self.instance_id, db=self.db.dialect,
+                    bus=self.bus.transport_names)
+
+    async def stop(self) -> None:
+        """Stop background loops, drain the brokers, close the pool."""
+        try:
+            await self.c2l.stop()
+        finally:
+            await self.bus.stop()
+            await self.db.dispose()
+            self._started = False
+        logger.info("cockpit_stopped", instance=self.instance_id)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def bootstrap(settings: Settings | None = None, *, runtimes: Any = None) -> Cockpit:
+    """Build Cockpit from settings; nothing connects until :meth:`Cockpit.start`."""
+    settings = settings or load_settings()
+    instance_id = settings.instance_id or uuid.uuid4().hex[:12]
+    db = Database(
+        settings.effective_database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout,
+        echo=settings.db_echo,
+    )
+    bus = build_bus(
+        settings.nats_url, settings.kafka_url,
+        instance_id=instance_id, connect_timeout=settings.broker_connect_timeout,
+    )
+    metrics = Metrics()
+    narrative = build_filter(db, bus, metrics, settings.filter)
+    verdicts = VerdictEngine(db, bus, metrics)
+    c2l = build_c2l(db, bus, metrics, settings.c2l, runtimes=runtimes, instance_id=instance_id)
+    stream = StreamHub(db, bus, metrics, settings.gateway.ws_replay_limit)
+    for context in (narrative, verdicts, c2l, stream):
+        context.register()
+    return Cockpit(
+        settings=settings, db=db, bus=bus, metrics=metrics, api_keys=ApiKeyStore(db),
+        filter=narrative, verdicts=verdicts, c2l=c2l, stream=stream, instance_id=instance_id,
+    )

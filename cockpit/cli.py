@@ -1,0 +1,220 @@
+"""The ``cockpit`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"cockpit: error: {message}", file=sys.stderr)
+    return code
+
+
+def _run(coro_factory: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    from cockpit.bootstrap import StartupError
+
+    try:
+        return asyncio.run(coro_factory())
+    except StartupError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from cockpit.bootstrap import StartupError, bootstrap
+    from cockpit.gateway.app import create_app
+    from cockpit.platform.logging import configure_logging
+    from cockpit.settings import load_settings
+
+    overrides: dict[str, Any] = {}
+    settings = load_settings()
+    gateway = settings.gateway.model_copy(
+        update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    )
+    settings = settings.model_copy(update={"gateway": gateway, **overrides})
+    configure_logging(settings.log_level, settings.log_json)
+    cockpit = bootstrap(settings)
+
+    async def serve() -> int:
+        try:
+            await cockpit.start()
+        except StartupError as exc:
+            return _fail(str(exc))
+        if cockpit.first_operator_key:
+            print(
+                "\n  First start: an operator key was created (CHIEF_ARCHITECT). It is shown once:\n"
+                f"\n      {cockpit.first_operator_key}\n\n"
+                "  Create more with `cockpit apikey create --role VIEWER --name someone`.\n",
+                file=sys.stderr, flush=True,
+            )
+        print(f"  Cockpit on http://{settings.gateway.host}:{settings.gateway.port}/ "
+              f"(API schema at /schema)", file=sys.stderr, flush=True)
+        app = create_app(cockpit, manage_lifecycle=False)
+        config = uvicorn.Config(
+            app, host=settings.gateway.host, port=settings.gateway.port, log_config=None,
+            access_log=False, timeout_graceful_shutdown=10, ws_ping_interval=None,
+            lifespan="on",
+        )
+        try:
+            await uvicorn.Server(config).serve()
+        finally:
+            await cockpit.stop()
+        return 0
+
+    return _run(serve)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from cockpit.platform.db import migrate
+    from cockpit.settings import load_settings
+
+    settings = load_settings()
+    try:
+        migrate(settings.effective_database_url, args.revision)
+    except Exception as exc:  # noqa: BLE001 - one clear line for the operator
+        return _fail(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    print(f"database at revision {args.revision}")
+    return 0
+
+
+async def _with_cockpit(fn: Callable[[Any], Coroutine[Any, Any, int]], *, start_bus: bool = False) -> int:
+    """Run ``fn(cockpit)`` against a migrated database without serving HTTP."""
+    from cockpit.bootstrap import bootstrap
+    from cockpit.platform.db import migrate
+    from cockpit.platform.logging import configure_logging
+    from cockpit.settings import load_settings
+
+    settings = load_settings()
+    configure_logging("WARNING", settings.log_json)
+    cockpit = bootstrap(settings)
+    if settings.should_auto_migrate:
+        await asyncio.to_thread(migrate, cockpit.db.url)
+    try:
+        if start_bus:
+            await cockpit.start()
+        return await fn(cockpit)
+    finally:
+        if start_bus:
+            await cockpit.stop()
+        else:
+            await cockpit.db.dispose()
+
+
+def cmd_apikey(args: argparse.Namespace) -> int:
+    from cockpit.platform.auth import Role
+
+    async def run(cockpit: Any) -> int:
+        if args.action == "create":
+            key, principal = await cockpit.api_keys.create(args.name, Role(args.role), with_totp=args.totp)
+            print(f"id:    {principal.id}\nname:  {principal.name}\nrole:  {principal.role.value}\nkey:   {key}")
+            if principal.totp_secret:
+                import pyotp
+
+                uri = pyotp.TOTP(principal.totp_secret).provisioning_uri(name=args.name, issuer_name="Cockpit")
+                print(f"totp:  {principal.totp_secret}\nuri:   {uri}")
+            print("The key is shown once; only its hash is stored.", file=sys.stderr)
+            return 0
+        if args.action == "list":
+            for row in await cockpit.api_keys.list():
+                state = "revoked" if row["revoked"] else "active"
+                print(f"{row['id']}  {row['role']:<18} {state:<8} totp={row['totp']!s:<5} {row['name']}")
+            return 0
+        ok = await cockpit.api_keys.revoke(args.id)
+        return 0 if ok else _fail(f"no active key with id {args.id!r}", 1)
+
+    return _run(lambda: _with_cockpit(run))
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    async def run(cockpit: Any) -> int:
+        report = await cockpit.c2l.verify_audit()
+        if report["ok"]:
+            print(f"ok, {report['rows']} rows")
+            return 0
+        print(f"BROKEN at audit row {report['first_broken_id']}: {report['reason']} "
+              f"({report['rows']} rows checked)")
+        return 1
+
+    return _run(lambda: _with_cockpit(run))
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from cockpit.tools.replay import replay_file
+
+    return _run(lambda: _with_cockpit(lambda c: replay_file(c, args.file, args.format, args.batch), start_bus=True))
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from cockpit.filter.diplomacy import score_file
+    from cockpit.filter.semantic import SemanticAnalyzer
+
+    if args.format != "diplomacy":
+        return _fail("only --format diplomacy is supported for scoring")
+    try:
+        summary = score_file(args.file, args.out, SemanticAnalyzer())
+    except (OSError, ValueError) as exc:
+        return _fail(str(exc))
+    print(summary if isinstance(summary, str) else " ".join(f"{k}={v}" for k, v in dict(summary).items()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cockpit", description="Command-and-control plane for fleets of AI agents")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the API, WebSocket stream and dashboard")
+    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("migrate", help="upgrade the database schema")
+    p.add_argument("--revision", default="head")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("apikey", help="manage API keys")
+    a = p.add_subparsers(dest="action", required=True)
+    c = a.add_parser("create")
+    c.add_argument("--role", required=True, choices=["VIEWER", "SOVEREIGN_OPERATOR", "CHIEF_ARCHITECT", "AGENT"])
+    c.add_argument("--name", required=True)
+    c.add_argument("--totp", action="store_true", help="require a TOTP code for TERMINATE/REVOKE_ACCESS")
+    a.add_parser("list")
+    r = a.add_parser("revoke")
+    r.add_argument("id")
+    p.set_defaults(func=cmd_apikey)
+
+    p = sub.add_parser("audit", help="audit trail tools")
+    a = p.add_subparsers(dest="action", required=True)
+    a.add_parser("verify", help="check the audit hash chain")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("replay", help="push a JSONL of telemetry through the real pipeline")
+    p.add_argument("file")
+    p.add_argument("--format", choices=["cockpit", "diplomacy"], default="cockpit")
+    p.add_argument("--batch", type=int, default=500)
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("score", help="score messages for deception")
+    p.add_argument("file")
+    p.add_argument("--format", choices=["diplomacy"], default="diplomacy")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_score)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cockpit`` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Telemetry: one thing an agent said or did (DESIGN.md section 4)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cockpit.events.base import Event, utcnow
+
+__all__ = ["ActionSpec", "Telemetry", "TelemetryKind", "TelemetryReceived"]
+
+_ID = Field(min_length=1, max_length=200)
+
+
+class TelemetryKind(StrEnum):
+    MESSAGE = "message"
+    ACTION = "action"
+
+
+class ActionSpec(BaseModel):
+    """What an agent did: ``attack``, ``support``, ``transfer``, ``call_tool``..."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: str = Field(min_length=1, max_length=100)
+    target: str | None = Field(default=None, max_length=200)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Telemetry(BaseModel):
+    """One message an agent sent or one action it took.
+
+    ``message_id`` is chosen by the client and makes ingestion idempotent.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    message_id: str = _ID
+    fleet_id: str = Field(default="default", min_length=1, max_length=200)
+    source_agent_id: str = _ID
+    target_agent_ids: list[str] = Field(default_factory=list, max_length=1000)
+    conversation_id: str | None = Field(default=None, max_length=200)
+    kind: TelemetryKind = TelemetryKind.MESSAGE
+    content: str | None = Field(default=None, max_length=100_000)
+    action: ActionSpec | None = None
+    timestamp: datetime = Field(default_factory=utcnow)
+    provenance_chain: list[str] = Field(default_factory=list, max_length=100)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _kind_matches_payload(self) -> Telemetry:
+        if self.kind is TelemetryKind.MESSAGE and self.content is None:
+            raise ValueError("content is required when kind is 'message'")
+        if self.kind is TelemetryKind.ACTION and self.action is None:
+            raise ValueError("action is required when kind is 'action'")
+        if self.timestamp.tzinfo is None:
+            raise ValueError("timestamp must carry a time zone")
+        return self
+
+
+class TelemetryReceived(Event):
+    """A batch of accepted telemetry of one fleet.
+
+    Emitted by ingestion (HTTP, OTLP, the telemetry topic) after the rows are stored;
+    consumed by the narrative filter. Batches keep the bus cheap at high rates.
+    """
+
+    fleet_id: str
+    messages: list[Telemetry]
+    #: True when ingestion already stored (and de-duplicated) the rows; False for
+    #: telemetry that agents published straight onto the topic.
+    stored: bool = True
+    received_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,201 @@
+"""Storing telemetry: idempotent by ``message_id``, durable before it is acknowledged."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+
+from cockpit.events import Telemetry
+from cockpit.filter.models import TelemetryRow
+from cockpit.platform.db import Database, insert_ignoring_duplicates, utcnow
+
+__all__ = ["IngestResult", "TelemetryStore", "row_to_dict", "telemetry_from_row"]
+
+# SQLite allows 32766 bound parameters per statement; 17 columns per row.
+_CHUNK = 1500
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """How many messages were new, how many were already known; the new ones by fleet."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    new_by_fleet: dict[str, list[Telemetry]] = field(default_factory=dict)
+
+
+def _row(t: Telemetry, received_at: datetime, quarantined: bool) -> dict[str, Any]:
+    return {
+        "message_id": t.message_id,
+        "fleet_id": t.fleet_id,
+        "source_agent_id": t.source_agent_id,
+        "target_agent_ids": list(t.target_agent_ids),
+        "conversation_id": t.conversation_id,
+        "kind": t.kind.value,
+        "content": t.content,
+        "action": t.action.model_dump() if t.action else None,
+        "timestamp": t.timestamp,
+        "provenance_chain": list(t.provenance_chain),
+        "attributes": dict(t.attributes),
+        "received_at": received_at,
+        "quarantined": quarantined,
+    }
+
+
+class TelemetryStore:
+    """The ``telemetry`` table: insert-if-new, claim for analysis, read evidence."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def insert_new(
+        self, messages: Sequence[Telemetry], quarantined_agents: Iterable[str] = ()
+    ) -> IngestResult:
+        """Store messages not seen before; duplicates (in the batch or the table) are
+        counted, not stored again. Quarantined agents' messages are stored but never
+        analysed."""
+        quarantined = set(quarantined_agents)
+        result = IngestResult()
+        unique: dict[str, Telemetry] = {}
+        for t in messages:
+            if t.message_id in unique:
+                result.duplicates += 1
+            else:
+                unique[t.message_id] = t
+        now = utcnow()
+        items = list(unique.values())
+        inserted: set[str] = set()
+        async with self._db.sessions.begin() as session:
+            for start in range(0, len(items), _CHUNK):
+                chunk = items[start : start + _CHUNK]
+                stmt = insert_ignoring_duplicates(self._db.dialect, TelemetryRow.__table__).returning(
+                    TelemetryRow.message_id
+                )
+                rows = [_row(t, now, t.source_agent_id in quarantined) for t in chunk]
+                inserted.update((await session.execute(stmt, rows)).scalars().all())
+        by_fleet: dict[str, list[Telemetry]] = defaultdict(list)
+        for t in items:
+            if t.message_id not in inserted:
+                result.duplicates += 1
+            elif t.source_agent_id in quarantined:
+                result.accepted += 1
+                result.quarantined += 1
+            else:
+                result.accepted += 1
+                by_fleet[t.fleet_id].append(t)
+        result.new_by_fleet = dict(by_fleet)
+        return result
+
+    async def claim(self, message_ids: Sequence[str]) -> set[str]:
+        """Mark messages as being analysed; returns those nobody analysed before, so a
+        redelivered batch (or a second replica) never analyses a message twice."""
+        if not message_ids:
+            return set()
+        table = TelemetryRow.__table__
+        claimed: set[str] = set()
+        async with self._db.engine.begin() as conn:
+            for start in range(0, len(message_ids), _CHUNK):
+                chunk = list(message_ids[start : start + _CHUNK])
+                stmt = (
+                    update(table)
+                    .where(table.c.message_id.in_(chunk), table.c.analysed_at.is_(None))
+                    .values(analysed_at=utcnow())
+                    .returning(table.c.message_id)
+                )
+                claimed.update((await conn.execute(stmt)).scalars().all())
+        return claimed
+
+    async def record_analysis(self, updates: list[dict[str, Any]]) -> None:
+        """Store Layer 1 results: dicts with ``mid``, ``intent``, ``conf``, ``score``."""
+        if not updates:
+            return
+        table = TelemetryRow.__table__
+        stmt = (
+            update(table)
+            .where(table.c.message_id == bindparam("mid"))
+            .values(
+                intent=bindparam("intent"),
+                intent_confidence=bindparam("conf"),
+                deception_score=bindparam("score"),
+            )
+        )
+        async with self._db.engine.begin() as conn:
+            await conn.execute(stmt, updates)
+
+    async def messages(self, message_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The stored messages with these ids, in time order (evidence)."""
+        if not message_ids:
+            return []
+        async with self._db.sessions() as session:
+            rows = (
+                await session.scalars(
+                    select(TelemetryRow).where(TelemetryRow.message_id.in_(list(message_ids)))
+                )
+            ).all()
+        return [row_to_dict(r) for r in sorted(rows, key=lambda r: (r.timestamp, r.message_id))]
+
+    async def recent(self, since: datetime, limit: int) -> list[TelemetryRow]:
+        """Analysed messages newer than ``since`` (oldest first), to rebuild state."""
+        async with self._db.sessions() as session:
+            rows = (
+                await session.scalars(
+                    select(TelemetryRow)
+                    .where(TelemetryRow.timestamp >= since, TelemetryRow.quarantined.is_(False))
+                    .order_by(TelemetryRow.timestamp.desc())
+                    .limit(limit)
+                )
+            ).all()
+        return list(reversed(rows))
+
+    async def count(self) -> int:
+        from sqlalchemy import func
+
+        async with self._db.sessions() as session:
+            return int(await session.scalar(select(func.count()).select_from(TelemetryRow)) or 0)
+
+
+def telemetry_from_row(row: TelemetryRow) -> Telemetry:
+    """Rebuild the telemetry event from its stored row."""
+    return Telemetry.model_validate(
+        {
+            "message_id": row.message_id,
+            "fleet_id": row.fleet_id,
+            "source_agent_id": row.source_agent_id,
+            "target_agent_ids": row.target_agent_ids,
+            "conversation_id": row.conversation_id,
+            "kind": row.kind,
+            "content": row.content,
+            "action": row.action,
+            "timestamp": row.timestamp,
+            "provenance_chain": row.provenance_chain,
+            "attributes": row.attributes,
+        }
+    )
+
+
+def row_to_dict(row: TelemetryRow) -> dict[str, Any]:
+    """The wire form of a stored message, with its analysis."""
+    return {
+        "message_id": row.message_id,
+        "fleet_id": row.fleet_id,
+        "source_agent_id": row.source_agent_id,
+        "target_agent_ids": row.target_agent_ids,
+        "conversation_id": row.conversation_id,
+        "kind": row.kind,
+        "content": row.content,
+        "action": row.action,
+        "timestamp": row.timestamp.isoformat(),
+        "received_at": row.received_at.isoformat(),
+        "provenance_chain": row.provenance_chain,
+        "attributes": row.attributes,
+        "quarantined": row.quarantined,
+        "intent": row.intent,
+        "intent_confidence": row.intent_confidence,
+        "deception_score": row.deception_score,
+    }

@@ -1,0 +1,1 @@
+"""HTTP + WebSocket edge and dashboard assets; calls the contexts' public APIs."""

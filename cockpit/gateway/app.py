@@ -1,0 +1,98 @@
+"""The Litestar application: routes, guards, errors, OpenAPI, lifecycle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Litestar, MediaType, Request, Response
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from loguru import logger
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from cockpit import __version__
+from cockpit.bootstrap import Cockpit
+from cockpit.gateway.routes import health, telemetry, verdicts
+from cockpit.gateway.ws import stream_socket
+
+__all__ = ["create_app"]
+
+
+def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    logger.warning("dependency_unavailable", path=request.url.path, error=type(exc).__name__)
+    request.app.state.cockpit.metrics.http_errors.labels(status="503").inc()
+    return Response(
+        {"status_code": 503, "detail": "database unavailable, retry later", "extra": {}},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    request.app.state.cockpit.metrics.http_errors.labels(status=str(exc.status_code)).inc()
+    body: dict[str, Any] = {"status_code": exc.status_code, "detail": exc.detail}
+    if exc.extra:
+        body["extra"] = exc.extra
+    return Response(body, status_code=exc.status_code, headers=exc.headers, media_type=MediaType.JSON)
+
+
+def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    # Never a traceback to the client; the log has it.
+    logger.opt(exception=exc).error("unhandled_error", path=request.url.path)
+    request.app.state.cockpit.metrics.http_errors.labels(status="500").inc()
+    return Response({"status_code": 500, "detail": "internal server error"}, status_code=500)
+
+
+def create_app(cockpit: Cockpit, *, manage_lifecycle: bool = True) -> Litestar:
+    """The HTTP/WebSocket edge over a bootstrapped :class:`Cockpit`."""
+    from cockpit.gateway.routes import c2l as c2l_routes
+    from cockpit.gateway.routes import dashboard
+
+    handlers: list[Any] = [
+        health.health, health.module_health, health.metrics,
+        telemetry.post_telemetry, telemetry.post_traces,
+        verdicts.list_verdicts, verdicts.verdict_stats, verdicts.get_verdict,
+        verdicts.verdict_evidence, verdicts.patch_verdict, verdicts.alliance_graph, verdicts.stats,
+        stream_socket,
+        *c2l_routes.HANDLERS,
+        *dashboard.HANDLERS,
+    ]
+
+    async def on_startup(app: Litestar) -> None:
+        if manage_lifecycle:
+            await cockpit.start()
+
+    async def on_shutdown(app: Litestar) -> None:
+        if manage_lifecycle:
+            await cockpit.stop()
+
+    app = Litestar(
+        route_handlers=handlers,
+        on_startup=[on_startup],
+        on_shutdown=[on_shutdown],
+        request_max_body_size=cockpit.settings.gateway.max_body_bytes,
+        exception_handlers={
+            HTTPException: _http_error,
+            OperationalError: _unavailable,
+            InterfaceError: _unavailable,
+            DBAPIError: _unavailable,
+            PoolTimeout: _unavailable,
+            ConnectionError: _unavailable,
+            Exception: _internal,
+        },
+        openapi_config=OpenAPIConfig(
+            title="Cockpit",
+            version=__version__,
+            description="Command-and-control plane for fleets of autonomous AI agents.",
+            path="/schema",
+            components=Components(
+                security_schemes={"ApiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header")}
+            ),
+            security=[{"ApiKey": []}],
+        ),
+        debug=False,
+    )
+    app.state.cockpit = cockpit
+    return app

@@ -1,0 +1,228 @@
+"""Agents, commands and audits: the C2L context's HTTP surface."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from litestar import Request, Response, get, post
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.params import Parameter
+from pydantic import BaseModel, ConfigDict, Field
+
+from cockpit import c2l as c2l_context
+from cockpit.gateway.security import AGENT_OR_OPERATOR, OPERATORS, READERS, principal_of, requires
+from cockpit.platform.auth import verify_totp
+
+__all__ = ["HANDLERS"]
+
+Id = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class RuntimeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["process", "docker", "kubernetes", "external"]
+    pid: int | None = Field(default=None, ge=1, le=2**22)
+    container: str | None = Field(default=None, min_length=1, max_length=200)
+    namespace: str | None = Field(default=None, min_length=1, max_length=63)
+    pod: str | None = Field(default=None, min_length=1, max_length=253)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class AgentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agent_id: Id | None = None
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    fleet_id: Id = "default"
+    parent_id: Id | None = None
+    runtime: RuntimeSpec = Field(default_factory=lambda: RuntimeSpec(kind="external"))
+
+
+class CommandCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    command_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")] | None = None
+    command_type: Literal["MUTE", "ISOLATE", "TERMINATE", "SNAPSHOT_STATE", "REVOKE_ACCESS", "INJECT_CONSTRAINT"]
+    target_agents: Annotated[list[Id], Field(min_length=1, max_length=500)]
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    reason: Annotated[str, Field(max_length=2000)] | None = None
+    verdict_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+
+def _error(exc: Exception) -> HTTPException:
+    """Map C2L's domain errors onto HTTP (never a 500 for a refusal)."""
+    name = type(exc).__name__
+    status = {
+        "AgentNotFound": 404,
+        "CommandNotFound": 404,
+        "UnknownAgents": 404,
+        "AgentExists": 409,
+        "CommandConflict": 409,
+        "IllegalApproval": 409,
+        "InvalidAgent": 422,
+        "InvalidCommand": 422,
+        "StepUpRequired": 401,
+        "RateLimited": 429,
+    }.get(name)
+    if status is None:
+        raise exc
+    extra: dict[str, Any] = {}
+    headers: dict[str, str] = {}
+    if hasattr(exc, "agent_ids"):
+        extra["agent_ids"] = list(exc.agent_ids)
+    if hasattr(exc, "retry_after"):
+        headers["Retry-After"] = str(max(1, int(round(exc.retry_after + 0.499))))
+        extra["retry_after_seconds"] = headers["Retry-After"]
+    if name == "StepUpRequired":
+        headers["WWW-Authenticate"] = 'TOTP header="X-Cockpit-OTP"'
+    return HTTPException(status_code=status, detail=str(exc) or name, extra=extra or None, headers=headers or None)
+
+
+_DOMAIN = tuple(
+    getattr(c2l_context, n) for n in (
+        "AgentNotFound", "CommandNotFound", "UnknownAgents", "AgentExists", "CommandConflict",
+        "IllegalApproval", "InvalidAgent", "InvalidCommand", "StepUpRequired", "RateLimited",
+    ) if hasattr(c2l_context, n)
+)
+
+
+@post("/agents", guards=[requires(OPERATORS)], status_code=201, summary="Register an agent", tags=["agents"])
+async def create_agent(request: Request[Any, Any, Any], data: AgentCreate) -> dict[str, Any]:
+    try:
+        return await request.app.state.cockpit.c2l.register_agent(data.model_dump(exclude_none=True))  # type: ignore[no-any-return]
+    except _DOMAIN as exc:
+        raise _error(exc) from None
+
+
+@get("/agents", guards=[requires(READERS)], summary="List agents", tags=["agents"])
+async def list_agents(
+    request: Request[Any, Any, Any],
+    fleet_id: Annotated[str | None, Parameter(max_length=200)] = None,
+    status: Literal["ACTIVE", "MUTED", "ISOLATED", "TERMINATED", "REVOKED"] | None = None,
+    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Parameter(ge=0)] = 0,
+) -> dict[str, Any]:
+    items, total = await request.app.state.cockpit.c2l.list_agents(
+        fleet_id=fleet_id, status=status, limit=limit, offset=offset
+    )
+    return {"items": items, "total": total}
+
+
+@get("/agents/{agent_id:str}", guards=[requires(READERS)], summary="One agent", tags=["agents"])
+async def get_agent(request: Request[Any, Any, Any], agent_id: str) -> dict[str, Any]:
+    try:
+        return await request.app.state.cockpit.c2l.get_agent(agent_id)  # type: ignore[no-any-return]
+    except _DOMAIN as exc:
+        raise _error(exc) from None
+
+
+@get(
+    "/agents/{agent_id:str}/tree",
+    guards=[requires(READERS)],
+    summary="The agent and its descendants (a cascade's blast radius)",
+    tags=["agents"],
+)
+async def agent_tree(request: Request[Any, Any, Any], agent_id: str) -> dict[str, Any]:
+    try:
+        return await request.app.state.cockpit.c2l.agent_tree(agent_id)  # type: ignore[no-any-return]
+    except _DOMAIN as exc:
+        raise _error(exc) from None
+
+
+@get(
+    "/agents/{agent_id:str}/directives",
+    guards=[requires(AGENT_OR_OPERATOR)],
+    summary="Directives for a cooperative agent, after a sequence number",
+    tags=["agents"],
+)
+async def agent_directives(
+    request: Request[Any, Any, Any], agent_id: str, after: Annotated[int, Parameter(ge=0)] = 0
+) -> dict[str, Any]:
+    principal = principal_of(request)
+    if principal.agent_id is not None and principal.agent_id != agent_id:
+        raise HTTPException(status_code=403, detail="an agent may only read its own directives")
+    try:
+        items = await request.app.state.cockpit.c2l.pending_directives(agent_id, after)
+    except _DOMAIN as exc:
+        raise _error(exc) from None
+    return {"items": items}
+
+
+@post("/commands", guards=[requires(OPERATORS)], status_code=202, summary="Issue a C2L command", tags=["commands"])
+async def create_command(request: Request[Any, Any, Any], data: CommandCreate) -> Response[dict[str, Any]]:
+    principal = principal_of(request)
+    otp = request.headers.get("x-cockpit-otp")
+    has_totp = principal.totp_secret is not None
+    otp_ok = bool(has_totp and verify_totp(principal.totp_secret or "", otp))
+    try:
+        receipt, created = await request.app.state.cockpit.c2l.submit_command(
+            principal.name, data.model_dump(exclude_none=True), operator_has_totp=has_totp, otp_ok=otp_ok
+        )
+    except _DOMAIN as exc:
+        raise _error(exc) from None
+    return Response(receipt, status_code=202 if created else 200)
+
+
+@post(
+    "/commands/{command_id:str}/approve",
+    guards=[requires(OPERATORS)],
+    status_code=200,
+    summary="Approve a command waiting for a second operator",
+    tags=["commands"],
+)
+async def approve_command(request: Request[Any, Any, Any], command_id: str) -> dict[str, Any]:
+    try:
+        return await request.app.state.cockpit.c2l.approve_command(command_id, principal_of(request).name)  # type: ignore[no-any-return]
+    except _DOMAIN as exc:
+        raise _error(exc) from None
+
+
+@get("/commands/{command_id:str}", guards=[requires(READERS)], summary="One command", tags=["commands"])
+async def get_command(request: Request[Any, Any, Any], command_id: str) -> dict[str, Any]:
+    try:
+        return await request.app.state.cockpit.c2l.get_command(command_id)  # type: ignore[no-any-return]
+    except _DOMAIN as exc:
+        raise _error(exc) from None
+
+
+@get("/commands", guards=[requires(READERS)], summary="List commands", tags=["commands"])
+async def list_commands(
+    request: Request[Any, Any, Any],
+    status: Literal["PENDING_APPROVAL", "PENDING", "EXECUTING", "COMPLETED", "FAILED", "TIMEOUT"] | None = None,
+    command_type: Literal["MUTE", "ISOLATE", "TERMINATE", "SNAPSHOT_STATE", "REVOKE_ACCESS", "INJECT_CONSTRAINT"] | None = None,
+    agent_id: Annotated[str | None, Parameter(max_length=200)] = None,
+    operator: Annotated[str | None, Parameter(max_length=200)] = None,
+    limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+    offset: Annotated[int, Parameter(ge=0)] = 0,
+) -> dict[str, Any]:
+    items, total = await request.app.state.cockpit.c2l.list_commands(
+        status=status, type=command_type, agent_id=agent_id, operator=operator, limit=limit, offset=offset
+    )
+    return {"items": items, "total": total}
+
+
+@get("/audits", guards=[requires(READERS)], summary="Audit trail (hash-chained)", tags=["commands"])
+async def list_audits(
+    request: Request[Any, Any, Any],
+    command_id: Annotated[str | None, Parameter(max_length=64)] = None,
+    agent_id: Annotated[str | None, Parameter(max_length=200)] = None,
+    layer: Annotated[str | None, Parameter(max_length=40)] = None,
+    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Parameter(ge=0)] = 0,
+) -> dict[str, Any]:
+    items, total = await request.app.state.cockpit.c2l.audits(
+        command_id=command_id, agent_id=agent_id, layer=layer, limit=limit, offset=offset
+    )
+    return {"items": items, "total": total}
+
+
+@get("/audits/verify", guards=[requires(READERS)], summary="Verify the audit hash chain", tags=["commands"])
+async def verify_audits(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    return await request.app.state.cockpit.c2l.verify_audit()  # type: ignore[no-any-return]
+
+
+HANDLERS = [
+    create_agent, list_agents, get_agent, agent_tree, agent_directives,
+    create_command, approve_command, get_command, list_commands, list_audits, verify_audits,
+]

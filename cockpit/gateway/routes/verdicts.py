@@ -1,0 +1,124 @@
+"""Verdicts, their evidence, the alliance graph and the dashboard's ``/stats``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from litestar import Request, get, patch
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.params import Parameter
+from pydantic import BaseModel, ConfigDict, Field
+
+from cockpit.gateway.security import READERS, OPERATORS, requires
+from cockpit.verdict import IllegalTransition, VerdictFilters, VerdictNotFound
+
+__all__ = ["alliance_graph", "get_verdict", "list_verdicts", "patch_verdict", "stats", "verdict_evidence", "verdict_stats"]
+
+StatusQ = Literal["ACTIVE", "MITIGATED", "DISMISSED"]
+SeverityQ = Literal["CRITICAL", "HIGH", "MEDIUM", "LOW"]
+CategoryQ = Literal["COLLUSION", "DECEPTION", "ALLIANCE", "THREAT", "INCONSISTENCY"]
+
+
+class VerdictPatch(BaseModel):
+    """``{"status": "MITIGATED", "mitigation_command_id": "..."}`` or ``{"status": "DISMISSED"}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["MITIGATED", "DISMISSED"]
+    mitigation_command_id: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValidationException("since must carry a time zone (ISO 8601, e.g. 2026-01-01T00:00:00Z)")
+    return value
+
+
+@get("/verdicts", guards=[requires(READERS)], summary="List verdicts, newest first", tags=["verdicts"])
+async def list_verdicts(
+    request: Request[Any, Any, Any],
+    status: StatusQ | None = None,
+    severity: SeverityQ | None = None,
+    category: CategoryQ | None = None,
+    agent_id: Annotated[str | None, Parameter(max_length=200)] = None,
+    fleet_id: Annotated[str | None, Parameter(max_length=200)] = None,
+    since: datetime | None = None,
+    limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+    offset: Annotated[int, Parameter(ge=0, le=1_000_000)] = 0,
+) -> dict[str, Any]:
+    filters = VerdictFilters(status, severity, category, agent_id, fleet_id, _aware(since), limit, offset)
+    items, total = await request.app.state.cockpit.verdicts.list(filters)
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@get("/verdicts/stats", guards=[requires(READERS)], summary="Verdict counts", tags=["verdicts"])
+async def verdict_stats(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    return await request.app.state.cockpit.verdicts.stats()  # type: ignore[no-any-return]
+
+
+@get("/verdicts/{verdict_id:str}", guards=[requires(READERS)], summary="One verdict", tags=["verdicts"])
+async def get_verdict(request: Request[Any, Any, Any], verdict_id: str) -> dict[str, Any]:
+    try:
+        return await request.app.state.cockpit.verdicts.get(verdict_id)  # type: ignore[no-any-return]
+    except VerdictNotFound:
+        raise NotFoundException(f"no verdict {verdict_id!r}") from None
+
+
+@get(
+    "/verdicts/{verdict_id:str}/evidence",
+    guards=[requires(READERS)],
+    summary="The messages a verdict rests on, in time order",
+    tags=["verdicts"],
+)
+async def verdict_evidence(request: Request[Any, Any, Any], verdict_id: str) -> dict[str, Any]:
+    cockpit = request.app.state.cockpit
+    try:
+        verdict = await cockpit.verdicts.get(verdict_id)
+    except VerdictNotFound:
+        raise NotFoundException(f"no verdict {verdict_id!r}") from None
+    items = await cockpit.filter.store.messages(verdict["evidence_chain"])
+    return {"verdict_id": verdict_id, "items": items, "total": len(items)}
+
+
+@patch(
+    "/verdicts/{verdict_id:str}",
+    guards=[requires(OPERATORS)],
+    summary="Mark a verdict MITIGATED (with its command) or DISMISSED",
+    tags=["verdicts"],
+)
+async def patch_verdict(request: Request[Any, Any, Any], verdict_id: str, data: VerdictPatch) -> dict[str, Any]:
+    try:
+        return await request.app.state.cockpit.verdicts.set_status(  # type: ignore[no-any-return]
+            verdict_id, data.status, data.mitigation_command_id
+        )
+    except VerdictNotFound:
+        raise NotFoundException(f"no verdict {verdict_id!r}") from None
+    except IllegalTransition as exc:
+        if data.status == "MITIGATED" and not data.mitigation_command_id:
+            raise ValidationException(str(exc)) from None
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+
+
+@get("/alliances/graph", guards=[requires(READERS)], summary="Alliance graph", tags=["verdicts"])
+async def alliance_graph(
+    request: Request[Any, Any, Any], fleet_id: Annotated[str | None, Parameter(max_length=200)] = None
+) -> dict[str, Any]:
+    return request.app.state.cockpit.filter.alliance_graph(fleet_id)  # type: ignore[no-any-return]
+
+
+@get("/stats", guards=[requires(READERS)], summary="One document for dashboards", tags=["operations"])
+async def stats(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    cockpit = request.app.state.cockpit
+    verdicts = await cockpit.verdicts.stats()
+    graph = cockpit.filter.alliance_graph()
+    latency = cockpit.metrics.telemetry_to_verdict_quantiles()
+    return {
+        "agents": await cockpit.c2l.agents_summary(),
+        "verdicts": verdicts,
+        "alliances": len(graph["edges"]),
+        "deceptive_agents": verdicts["deceptive_agents"],
+        "commands": await cockpit.c2l.commands_summary(),
+        "telemetry_to_verdict_ms": latency,
+        "ws_clients": cockpit.stream.client_count,
+    }

@@ -1,0 +1,74 @@
+"""Who is calling, and may they? Litestar guards over API keys and agent tokens.
+
+Credentials come in the ``X-API-Key`` header (HTTP and WebSocket) or, for browsers'
+WebSockets that cannot set headers, the ``api_key`` query parameter. No key: 401.
+A key whose role is not allowed on the route: 403.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+
+from cockpit.platform.auth import Principal, Role
+
+__all__ = ["authenticate", "principal_of", "requires", "AGENT_OR_OPERATOR", "OPERATORS", "READERS"]
+
+READERS = frozenset({Role.VIEWER, Role.SOVEREIGN_OPERATOR, Role.CHIEF_ARCHITECT})
+OPERATORS = frozenset({Role.SOVEREIGN_OPERATOR, Role.CHIEF_ARCHITECT})
+AGENT_OR_OPERATOR = frozenset({Role.AGENT, Role.SOVEREIGN_OPERATOR, Role.CHIEF_ARCHITECT})
+CHIEF = frozenset({Role.CHIEF_ARCHITECT})
+
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
+
+
+def _credential(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    key = connection.headers.get("x-api-key")
+    if not key and connection.scope["type"] == "websocket":
+        key = connection.query_params.get("api_key")
+    return key.strip() if key else None
+
+
+async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
+    """The principal behind the connection's credential, or ``None``."""
+    cached = connection.scope.get("cockpit_principal")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    key = _credential(connection)
+    if not key or len(key) > 512:
+        return None
+    cockpit = connection.app.state.cockpit
+    principal = await cockpit.api_keys.authenticate(key)
+    if principal is None:
+        agent_id = await cockpit.c2l.authenticate_agent(key)
+        if agent_id is not None:
+            principal = Principal(id=agent_id, name=agent_id, role=Role.AGENT, agent_id=agent_id)
+    if principal is not None:
+        connection.scope["cockpit_principal"] = principal  # type: ignore[typeddict-unknown-key]
+    return principal
+
+
+def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    """The principal a guard has already authenticated on this connection."""
+    return connection.scope["cockpit_principal"]  # type: ignore[typeddict-item,no-any-return]
+
+
+def requires(roles: frozenset[Role]) -> Guard:
+    """A guard admitting only ``roles`` (401 without a valid credential, 403 otherwise)."""
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal = await authenticate(connection)
+        if principal is None:
+            raise NotAuthorizedException("missing or invalid API key (X-API-Key)")
+        if principal.role not in roles:
+            raise PermissionDeniedException(
+                f"role {principal.role.value} may not do this; needs one of "
+                + ", ".join(sorted(r.value for r in roles))
+            )
+
+    guard.__name__ = "requires_" + "_or_".join(sorted(r.value.lower() for r in roles))
+    return guard

@@ -1,0 +1,188 @@
+"""The live event stream behind ``WS /ws``: a durable, ordered log plus fan-out.
+
+Every relayed event is appended to ``stream_events`` (its ``seq`` orders the whole
+stream, across restarts and replicas) and pushed to connected clients, each with its
+own filters. A client that reconnects with its last ``seq`` is replayed what it missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+from sqlalchemy import select
+
+from cockpit.events import CommandConfirmed, VerdictIssued
+from cockpit.gateway.models import StreamEventRow
+from cockpit.platform.bus import Channel, EventBus
+from cockpit.platform.db import Database, insert_ignoring_duplicates, utcnow
+from cockpit.platform.metrics import Metrics
+
+__all__ = ["StreamClient", "StreamFilters", "StreamHub"]
+
+
+@dataclass(slots=True)
+class StreamFilters:
+    """Server-side filters a client chooses (empty = everything)."""
+
+    severity: frozenset[str] = frozenset()
+    category: frozenset[str] = frozenset()
+    agent_id: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, raw: Any) -> StreamFilters:
+        """From ``{"severity": [...], "category": [...], "agent_id": [...]}``; raises
+        ``ValueError`` on a malformed value."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, dict):
+            raise ValueError("filters must be an object")
+
+        def values(name: str) -> frozenset[str]:
+            value = raw.get(name) or []
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"filters.{name} must be a list of strings")
+            return frozenset(value)
+
+        return cls(values("severity"), values("category"), values("agent_id"))
+
+    def matches(self, envelope: dict[str, Any]) -> bool:
+        data = envelope.get("data") or {}
+        if envelope["type"].startswith("verdict."):
+            if self.severity and data.get("severity") not in self.severity:
+                return False
+            if self.category and data.get("category") not in self.category:
+                return False
+            agents = set(data.get("agents_involved") or []) | {data.get("target")}
+        else:
+            agents = set(data.get("target_agents") or [])
+        return not self.agent_id or bool(self.agent_id & agents)
+
+
+@dataclass(eq=False)
+class StreamClient:
+    """One connected WebSocket: its filters, its queue and the last seq it was sent."""
+
+    filters: StreamFilters = field(default_factory=StreamFilters)
+    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(10_000))
+    last_seq: int = 0
+    #: while a replay is read from the database, live events wait here
+    pending: list[dict[str, Any]] | None = None
+
+    def offer(self, envelope: dict[str, Any]) -> None:
+        if not self.filters.matches(envelope):
+            return
+        if self.pending is not None:
+            self.pending.append(envelope)
+            return
+        try:
+            self.queue.put_nowait(envelope)
+        except asyncio.QueueFull:
+            # A client that cannot keep up is told to resume from its last seq.
+            logger.warning("ws_client_lagging", last_seq=self.last_seq)
+
+
+class StreamHub:
+    """Appends bus events to the stream log and fans them out to clients."""
+
+    def __init__(self, db: Database, bus: EventBus, metrics: Metrics, replay_limit: int = 10_000) -> None:
+        self._db = db
+        self._bus = bus
+        self._metrics = metrics
+        self._replay_limit = replay_limit
+        self._clients: set[StreamClient] = set()
+        self._lock = asyncio.Lock()
+
+    def register(self) -> None:
+        """Every replica relays every event to its own clients (fan-out)."""
+        self._bus.subscribe(Channel.VERDICTS, VerdictIssued, self.on_verdict, shared=False)
+        self._bus.subscribe(Channel.CONFIRMATIONS, CommandConfirmed, self.on_confirmation, shared=False)
+
+    @property
+    def client_count(self) -> int:
+        return len(self._clients)
+
+    def connect(self) -> StreamClient:
+        client = StreamClient()
+        self._clients.add(client)
+        self._metrics.ws_clients.set(len(self._clients))
+        return client
+
+    def disconnect(self, client: StreamClient) -> None:
+        self._clients.discard(client)
+        self._metrics.ws_clients.set(len(self._clients))
+
+    async def on_verdict(self, event: VerdictIssued) -> None:
+        kind = "verdict.created" if event.created else "verdict.updated"
+        await self.append(kind, event.event_id, dict(event.verdict))
+
+    async def on_confirmation(self, event: CommandConfirmed) -> None:
+        data = event.model_dump(mode="json", exclude={"event_id", "occurred_at", "schema_version"})
+        await self.append("command.confirmed", event.event_id, data)
+
+    async def append(self, kind: str, source_event_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Store the event once (replicas agree on its seq), then push it to clients."""
+        async with self._lock:
+            ts = utcnow()
+            table = StreamEventRow.__table__
+            async with self._db.engine.begin() as conn:
+                await conn.execute(
+                    insert_ignoring_duplicates(self._db.dialect, table),
+                    {"source_event_id": source_event_id, "type": kind, "ts": ts, "data": data},
+                )
+                row = (
+                    await conn.execute(
+                        select(table.c.seq, table.c.ts).where(table.c.source_event_id == source_event_id)
+                    )
+                ).one()
+            envelope = {"type": kind, "seq": int(row.seq), "ts": row.ts.isoformat(), "data": data}
+            for client in list(self._clients):
+                client.offer(envelope)
+        return envelope
+
+    async def resume(self, client: StreamClient, after_seq: int | None, filters: StreamFilters) -> None:
+        """Apply new filters; with ``after_seq``, queue what the client missed first,
+        then the live events that arrived meanwhile, in seq order, without gaps."""
+        client.filters = filters
+        if after_seq is None:
+            return
+        client.pending = []
+        try:
+            missed = await self.replay(after_seq, filters)
+        finally:
+            async with self._lock:
+                last = missed[-1]["seq"] if missed else after_seq
+                queued = missed + [e for e in client.pending or [] if e["seq"] > last]
+                client.pending = None
+                for envelope in queued:
+                    client.queue.put_nowait(envelope)
+
+    async def replay(self, after_seq: int, filters: StreamFilters) -> list[dict[str, Any]]:
+        """Stored events after ``after_seq`` that match, oldest first (bounded)."""
+        table = StreamEventRow.__table__
+        async with self._db.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(table.c.seq, table.c.type, table.c.ts, table.c.data)
+                    .where(table.c.seq > after_seq)
+                    .order_by(table.c.seq)
+                    .limit(self._replay_limit)
+                )
+            ).all()
+        out = []
+        for row in rows:
+            envelope = {"type": row.type, "seq": int(row.seq), "ts": row.ts.isoformat(), "data": row.data}
+            if filters.matches(envelope):
+                out.append(envelope)
+        return out
+
+    async def last_seq(self) -> int:
+        from sqlalchemy import func
+
+        async with self._db.engine.connect() as conn:
+            value = await conn.scalar(select(func.max(StreamEventRow.__table__.c.seq)))
+        return int(value or 0)

@@ -1,0 +1,94 @@
+"""``WS /ws``: the live stream of verdicts and command outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from litestar import WebSocket, websocket
+from litestar.exceptions import WebSocketDisconnect
+
+from cockpit.gateway.security import READERS, requires
+from cockpit.gateway.stream import StreamClient, StreamFilters, StreamHub
+from cockpit.platform.db import utcnow
+
+__all__ = ["stream_socket"]
+
+
+def _since(raw: Any) -> int | None:
+    if raw is None or raw == "":
+        return None
+    value = int(raw)
+    if value < 0:
+        raise ValueError("since_seq must be >= 0")
+    return value
+
+
+async def _reader(socket: WebSocket[Any, Any, Any], hub: StreamHub, client: StreamClient) -> None:
+    while True:
+        text = await socket.receive_text()
+        try:
+            message = json.loads(text)
+            if not isinstance(message, dict):
+                raise ValueError("a message must be a JSON object")
+            kind = message.get("type")
+            if kind == "ping":
+                await socket.send_json({"type": "pong", "ts": utcnow().isoformat()})
+            elif kind == "subscribe":
+                await hub.resume(client, _since(message.get("since_seq")), StreamFilters.parse(message.get("filters")))
+                await socket.send_json({"type": "subscribed", "ts": utcnow().isoformat()})
+            else:
+                raise ValueError(f"unknown message type {kind!r}; use 'subscribe' or 'ping'")
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            await socket.send_json({"type": "error", "detail": str(exc)})
+
+
+async def _writer(socket: WebSocket[Any, Any, Any], client: StreamClient, ping_seconds: float) -> None:
+    while True:
+        try:
+            envelope = await asyncio.wait_for(client.queue.get(), timeout=ping_seconds)
+        except TimeoutError:
+            await socket.send_json({"type": "ping", "seq": client.last_seq, "ts": utcnow().isoformat(), "data": {}})
+            continue
+        if envelope["seq"] <= client.last_seq:
+            continue  # already sent (a replay overlapping the live stream)
+        client.last_seq = envelope["seq"]
+        await socket.send_json(envelope)
+
+
+@websocket("/ws", guards=[requires(READERS)])
+async def stream_socket(socket: WebSocket[Any, Any, Any]) -> None:
+    """Events as ``{type, seq, ts, data}``; send ``{"type": "subscribe", "filters": {...},
+    "since_seq": n}`` to filter and resume, ``{"type": "ping"}`` for a ``pong``."""
+    cockpit = socket.app.state.cockpit
+    hub: StreamHub = cockpit.stream
+    await socket.accept()
+    client = hub.connect()
+    try:
+        try:
+            since = _since(socket.query_params.get("since_seq"))
+            filters = StreamFilters.parse(
+                {k: socket.query_params.getall(k) for k in ("severity", "category", "agent_id")
+                 if socket.query_params.getall(k, None)}
+            )
+        except ValueError as exc:
+            await socket.send_json({"type": "error", "detail": str(exc)})
+            since, filters = None, StreamFilters()
+        await hub.resume(client, since, filters)
+        client.last_seq = since or 0
+        tasks = [
+            asyncio.create_task(_reader(socket, hub, client)),
+            asyncio.create_task(_writer(socket, client, cockpit.settings.gateway.ws_ping_seconds)),
+        ]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            exc = task.exception()
+            if exc and not isinstance(exc, WebSocketDisconnect):
+                raise exc
+    except WebSocketDisconnect:
+        pass
+    finally:
+        hub.disconnect(client)

@@ -1,0 +1,1 @@
+"""Infrastructure without business rules: database, bus, logging, metrics, auth."""

@@ -1,0 +1,137 @@
+"""API keys (stored hashed), roles and TOTP step-up.
+
+Keys are random, shown once at creation, and kept only as sha256: a database leak
+does not leak a usable key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+import pyotp
+from sqlalchemy import select, update
+
+from cockpit.platform.auth_models import ApiKeyRow
+from cockpit.platform.db import Database, utcnow
+
+__all__ = ["OPERATORS", "READERS", "ApiKeyStore", "Principal", "Role", "hash_secret", "new_secret", "verify_totp"]
+
+
+class Role(StrEnum):
+    VIEWER = "VIEWER"
+    SOVEREIGN_OPERATOR = "SOVEREIGN_OPERATOR"
+    CHIEF_ARCHITECT = "CHIEF_ARCHITECT"
+    AGENT = "AGENT"
+
+
+#: roles that may read (verdicts, agents, audits...)
+READERS = frozenset({Role.VIEWER, Role.SOVEREIGN_OPERATOR, Role.CHIEF_ARCHITECT})
+#: roles that may command agents
+OPERATORS = frozenset({Role.SOVEREIGN_OPERATOR, Role.CHIEF_ARCHITECT})
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: an operator/viewer key, or an agent's token."""
+
+    id: str
+    name: str
+    role: Role
+    totp_secret: str | None = None
+    agent_id: str | None = None
+
+    @property
+    def can_read(self) -> bool:
+        return self.role in READERS
+
+    @property
+    def can_command(self) -> bool:
+        return self.role in OPERATORS
+
+
+def new_secret(prefix: str) -> str:
+    """A fresh random credential like ``ck_...`` (256 bits)."""
+    return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+def hash_secret(secret: str) -> str:
+    """The stored form of a credential."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiKeyStore:
+    """Create, look up and revoke API keys."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self, name: str, role: Role, *, with_totp: bool = False
+    ) -> tuple[str, Principal]:
+        """Create a key; returns the clear key (shown once) and its principal."""
+        key = new_secret("ck")
+        row = ApiKeyRow(
+            id=secrets.token_hex(8),
+            name=name,
+            role=role.value,
+            key_hash=hash_secret(key),
+            totp_secret=pyotp.random_base32() if with_totp else None,
+        )
+        async with self._db.sessions.begin() as session:
+            session.add(row)
+        return key, _principal(row)
+
+    async def authenticate(self, key: str) -> Principal | None:
+        """The principal of an active key, or ``None``."""
+        async with self._db.sessions() as session:
+            row = await session.scalar(
+                select(ApiKeyRow).where(
+                    ApiKeyRow.key_hash == hash_secret(key), ApiKeyRow.revoked_at.is_(None)
+                )
+            )
+        return _principal(row) if row else None
+
+    async def revoke(self, key_id: str) -> bool:
+        """Revoke a key by id; it stops working at once."""
+        async with self._db.sessions.begin() as session:
+            result = await session.execute(
+                update(ApiKeyRow)
+                .where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def list(self) -> list[dict[str, object]]:
+        """Every key's public fields (never the hash or TOTP secret)."""
+        async with self._db.sessions() as session:
+            rows = (await session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.created_at))).all()
+        return [
+            {
+                "id": r.id,
+                "name": r.name,
+                "role": r.role,
+                "totp": r.totp_secret is not None,
+                "created_at": r.created_at.isoformat(),
+                "revoked": r.revoked_at is not None,
+            }
+            for r in rows
+        ]
+
+    async def count_active(self) -> int:
+        async with self._db.sessions() as session:
+            rows = await session.scalars(select(ApiKeyRow.id).where(ApiKeyRow.revoked_at.is_(None)))
+            return len(rows.all())
+
+
+def verify_totp(secret: str, code: str | None) -> bool:
+    """True when ``code`` is the current TOTP (one step of clock drift allowed)."""
+    if not code:
+        return False
+    return pyotp.TOTP(secret).verify(code.strip(), valid_window=1)
+
+
+def _principal(row: ApiKeyRow) -> Principal:
+    return Principal(id=row.id, name=row.name, role=Role(row.role), totp_secret=row.totp_secret)

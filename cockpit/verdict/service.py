@@ -1,0 +1,277 @@
+"""The verdict engine: turns drafts into stored verdicts, serves and updates them."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from loguru import logger
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from cockpit.events import (
+    SEVERITY_COLORS,
+    CommandConfirmed,
+    CommandStatus,
+    Severity,
+    VerdictDrafted,
+    VerdictIssued,
+)
+from cockpit.platform.bus import Channel, EventBus
+from cockpit.platform.db import Database, utcnow
+from cockpit.platform.metrics import Metrics
+from cockpit.verdict.models import VerdictRow
+
+__all__ = ["IllegalTransition", "VerdictEngine", "VerdictFilters", "VerdictNotFound"]
+
+STATUSES = ("ACTIVE", "MITIGATED", "DISMISSED")
+_SEVERITY_RANK = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
+MAX_EVIDENCE = 200
+
+
+class VerdictNotFound(LookupError):
+    """No verdict with that id."""
+
+
+class IllegalTransition(ValueError):
+    """A status change the verdict's lifecycle does not allow."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictFilters:
+    status: str | None = None
+    severity: str | None = None
+    category: str | None = None
+    agent_id: str | None = None
+    fleet_id: str | None = None
+    since: datetime | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+def to_dict(row: VerdictRow) -> dict[str, Any]:
+    """The wire form of a verdict (DESIGN.md section 10)."""
+    return {
+        "id": row.id,
+        "timestamp": row.updated_at.isoformat(),
+        "fleet_id": row.fleet_id,
+        "category": row.category,
+        "severity": row.severity,
+        "color": SEVERITY_COLORS[Severity(row.severity)],
+        "title": row.title,
+        "agents_involved": list(row.agents_involved),
+        "agent_id": row.agent_id,
+        "target": row.target,
+        "evidence_chain": list(row.evidence_chain),
+        "confidence": round(row.confidence, 4),
+        "recommended_action": row.recommended_action,
+        "status": row.status,
+        "final_verdict": row.final_verdict,
+        "mitigation_command_id": row.mitigation_command_id,
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+    }
+
+
+class VerdictEngine:
+    """Stores verdicts idempotently (one ACTIVE verdict per fingerprint) and emits
+    ``VerdictIssued`` after each commit."""
+
+    def __init__(self, db: Database, bus: EventBus, metrics: Metrics) -> None:
+        self._db = db
+        self._bus = bus
+        self._metrics = metrics
+
+    def register(self) -> None:
+        """Subscribe to drafts (shared between replicas) and to command outcomes."""
+        self._bus.subscribe(Channel.ANALYSIS, VerdictDrafted, self.on_draft, shared=True)
+        self._bus.subscribe(
+            Channel.CONFIRMATIONS, CommandConfirmed, self.on_command_confirmed, shared=False
+        )
+
+    async def on_draft(self, draft: VerdictDrafted) -> None:
+        """Create the situation's ACTIVE verdict, or update it with the new evidence."""
+        for _attempt in range(3):
+            try:
+                created, row = await self._upsert(draft)
+                break
+            except IntegrityError:
+                # Another replica created the same situation's verdict first: update it.
+                continue
+        else:  # pragma: no cover - would need three concurrent creators
+            logger.error("verdict_upsert_conflict", fingerprint=draft.fingerprint)
+            return
+        if row is None:
+            return
+        if created:
+            self._metrics.verdicts_generated.labels(severity=row.severity).inc()
+        else:
+            self._metrics.verdicts_updated.inc()
+        if draft.observed_at is not None:
+            latency = (utcnow() - draft.observed_at).total_seconds()
+            self._metrics.telemetry_to_verdict.observe(max(latency, 0.0))
+            self._metrics.telemetry_to_verdict_window.observe(max(latency, 0.0))
+        logger.info(
+            "verdict_created" if created else "verdict_updated",
+            verdict_id=row.id, category=row.category, severity=row.severity,
+        )
+        await self._bus.publish(
+            Channel.VERDICTS, VerdictIssued(created=created, verdict=to_dict(row)), key=row.fleet_id
+        )
+
+    async def _upsert(self, draft: VerdictDrafted) -> tuple[bool, VerdictRow | None]:
+        now = utcnow()
+        async with self._db.sessions.begin() as session:
+            row = await session.scalar(
+                select(VerdictRow).where(
+                    VerdictRow.fingerprint == draft.fingerprint, VerdictRow.status == "ACTIVE"
+                )
+            )
+            if row is None:
+                row = VerdictRow(
+                    id=uuid.uuid4().hex,
+                    fingerprint=draft.fingerprint,
+                    fleet_id=draft.fleet_id,
+                    agent_id=draft.agents_involved[0] if draft.agents_involved else "",
+                    final_verdict=draft.category.value,
+                    category=draft.category.value,
+                    severity=draft.severity.value,
+                    title=draft.title,
+                    agents_involved=list(draft.agents_involved),
+                    target=draft.target,
+                    evidence_chain=list(draft.evidence_chain)[-MAX_EVIDENCE:],
+                    confidence=draft.confidence,
+                    recommended_action=draft.recommended_action,
+                    status="ACTIVE",
+                    observed_at=draft.observed_at,
+                    created_at=now,
+                    updated_at=now,
+                )
+                session.add(row)
+                return True, row
+            evidence = list(row.evidence_chain)
+            known = set(evidence)
+            added = [m for m in draft.evidence_chain if m not in known]
+            severity_up = _SEVERITY_RANK[Severity(draft.severity)] > _SEVERITY_RANK[Severity(row.severity)]
+            if not added and not severity_up and abs(draft.confidence - row.confidence) < 1e-3:
+                return False, None
+            row.evidence_chain = (evidence + added)[-MAX_EVIDENCE:]
+            if severity_up:
+                row.severity = draft.severity.value
+                row.recommended_action = draft.recommended_action
+            row.title = draft.title
+            row.confidence = draft.confidence
+            row.observed_at = draft.observed_at
+            row.updated_at = now
+            return False, row
+
+    async def on_command_confirmed(self, event: CommandConfirmed) -> None:
+        """A completed command that names a verdict mitigates it."""
+        if event.verdict_id and event.status is CommandStatus.COMPLETED:
+            try:
+                await self.set_status(event.verdict_id, "MITIGATED", event.command_id)
+            except (VerdictNotFound, IllegalTransition) as exc:
+                logger.info("verdict_mitigation_skipped", verdict_id=event.verdict_id, reason=str(exc))
+
+    async def set_status(
+        self, verdict_id: str, status: str, mitigation_command_id: str | None = None
+    ) -> dict[str, Any]:
+        """ACTIVE -> MITIGATED (with a command id) or DISMISSED; anything else raises."""
+        if status not in ("MITIGATED", "DISMISSED"):
+            raise IllegalTransition(f"status must be MITIGATED or DISMISSED, not {status!r}")
+        if status == "MITIGATED" and not mitigation_command_id:
+            raise IllegalTransition("MITIGATED needs mitigation_command_id")
+        async with self._db.sessions.begin() as session:
+            row = await session.get(VerdictRow, verdict_id, with_for_update=True)
+            if row is None:
+                raise VerdictNotFound(verdict_id)
+            if row.status != "ACTIVE":
+                raise IllegalTransition(f"verdict is {row.status}; only ACTIVE verdicts change status")
+            row.status = status
+            row.mitigation_command_id = mitigation_command_id
+            row.updated_at = utcnow()
+        data = to_dict(row)
+        await self._bus.publish(
+            Channel.VERDICTS, VerdictIssued(created=False, verdict=data), key=row.fleet_id
+        )
+        return data
+
+    async def get(self, verdict_id: str) -> dict[str, Any]:
+        async with self._db.sessions() as session:
+            row = await session.get(VerdictRow, verdict_id)
+        if row is None:
+            raise VerdictNotFound(verdict_id)
+        return to_dict(row)
+
+    async def list(self, f: VerdictFilters) -> tuple[list[dict[str, Any]], int]:
+        """A page of verdicts, newest first, and the total matching."""
+        conditions = []
+        if f.status:
+            conditions.append(VerdictRow.status == f.status)
+        if f.severity:
+            conditions.append(VerdictRow.severity == f.severity)
+        if f.category:
+            conditions.append(VerdictRow.category == f.category)
+        if f.fleet_id:
+            conditions.append(VerdictRow.fleet_id == f.fleet_id)
+        if f.since:
+            conditions.append(VerdictRow.updated_at >= f.since)
+        if f.agent_id:
+            # agents_involved is JSON; match the serialised id (exact, quoted).
+            conditions.append(
+                func.cast(VerdictRow.agents_involved, _text_type()).contains(f'"{f.agent_id}"')
+                | (VerdictRow.target == f.agent_id)
+            )
+        async with self._db.sessions() as session:
+            total = await session.scalar(select(func.count()).select_from(VerdictRow).where(*conditions))
+            rows = (
+                await session.scalars(
+                    select(VerdictRow)
+                    .where(*conditions)
+                    .order_by(VerdictRow.updated_at.desc(), VerdictRow.id)
+                    .limit(f.limit)
+                    .offset(f.offset)
+                )
+            ).all()
+        return [to_dict(r) for r in rows], int(total or 0)
+
+    async def stats(self) -> dict[str, Any]:
+        """Counts by status, and active verdicts by severity and by category."""
+        async with self._db.sessions() as session:
+            by_status = dict(
+                (await session.execute(select(VerdictRow.status, func.count()).group_by(VerdictRow.status))).all()
+            )
+            active = (
+                await session.execute(
+                    select(VerdictRow.severity, VerdictRow.category, func.count())
+                    .where(VerdictRow.status == "ACTIVE")
+                    .group_by(VerdictRow.severity, VerdictRow.category)
+                )
+            ).all()
+            deceptive = (
+                await session.scalars(
+                    select(VerdictRow.agent_id).where(
+                        VerdictRow.status == "ACTIVE", VerdictRow.category == "DECEPTION"
+                    )
+                )
+            ).all()
+        by_severity = {s.value: 0 for s in Severity}
+        by_category: dict[str, int] = {}
+        for severity, category, count in active:
+            by_severity[severity] = by_severity.get(severity, 0) + count
+            by_category[category] = by_category.get(category, 0) + count
+        return {
+            "total": sum(by_status.values()),
+            "by_status": {s: int(by_status.get(s, 0)) for s in STATUSES},
+            "active_by_severity": by_severity,
+            "active_by_category": by_category,
+            "deceptive_agents": sorted(set(deceptive)),
+        }
+
+
+def _text_type() -> Any:
+    from sqlalchemy import Text
+
+    return Text()

@@ -1,0 +1,116 @@
+"""The same publish/subscribe behaviour on the in-process bus, NATS JetStream and Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from cockpit.events import ExecuteCommand, Telemetry, TelemetryReceived, VerdictIssued
+from cockpit.platform.bus import Channel, EventBus, build_bus
+
+
+async def _wait_for(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("timed out waiting for the bus")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture(params=["memory", "nats", "kafka"])
+def bus_factory(request: pytest.FixtureRequest) -> tuple[str, Callable[[], EventBus]]:
+    kind = request.param
+    if kind == "memory":
+        return kind, lambda: build_bus(None, None)
+    if kind == "nats":
+        url = request.getfixturevalue("nats_url")
+        return kind, lambda: build_bus(url, None)
+    url = request.getfixturevalue("kafka_url")
+    return kind, lambda: build_bus(None, url)
+
+
+def _telemetry(fleet: str, n: int) -> TelemetryReceived:
+    return TelemetryReceived(
+        fleet_id=fleet,
+        messages=[
+            Telemetry(message_id=f"{fleet}-{i}", fleet_id=fleet, source_agent_id="a", content=f"hello {i}")
+            for i in range(n)
+        ],
+    )
+
+
+async def test_telemetry_reaches_the_shared_consumer_in_order(bus_factory) -> None:
+    kind, factory = bus_factory
+    bus = factory()
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+    received: list[TelemetryReceived] = []
+
+    async def on_telemetry(event: TelemetryReceived) -> None:
+        if event.fleet_id == fleet:
+            received.append(event)
+
+    bus.subscribe(Channel.TELEMETRY, TelemetryReceived, on_telemetry, shared=True)
+    await bus.start()
+    try:
+        assert all((await bus.health()).values())
+        for i in range(3):
+            await bus.publish(Channel.TELEMETRY, _telemetry(f"{fleet}", 2 + i), key=fleet)
+        # Tansu's consumer-group join takes seconds; the events wait for it.
+        await _wait_for(lambda: len(received) == 3, timeout=60 if kind == "kafka" else 10)
+        assert [len(e.messages) for e in received] == [2, 3, 4]
+        assert received[0].messages[0].content == "hello 0"
+    finally:
+        await bus.stop()
+
+
+@pytest.mark.parametrize("kind", ["memory", "nats"])
+async def test_fan_out_reaches_every_subscriber(kind: str, request: pytest.FixtureRequest) -> None:
+    # Fan-out channels (verdicts, confirmations, directives) live on NATS or in-process.
+    bus = build_bus(request.getfixturevalue("nats_url") if kind == "nats" else None, None)
+    first: list[VerdictIssued] = []
+    second: list[VerdictIssued] = []
+
+    async def one(event: VerdictIssued) -> None:
+        first.append(event)
+
+    async def two(event: VerdictIssued) -> None:
+        second.append(event)
+
+    bus.subscribe(Channel.VERDICTS, VerdictIssued, one, shared=False)
+    bus.subscribe(Channel.VERDICTS, VerdictIssued, two, shared=False)
+    await bus.start()
+    try:
+        await asyncio.sleep(0.2)
+        await bus.publish(Channel.VERDICTS, VerdictIssued(created=True, verdict={"id": "v1"}), key="f")
+        await _wait_for(lambda: len(first) == 1 and len(second) == 1, timeout=10)
+        assert first[0].verdict == {"id": "v1"}
+    finally:
+        await bus.stop()
+
+
+@pytest.mark.nats
+async def test_jetstream_deduplicates_commands_by_id(nats_url: str) -> None:
+    bus = build_bus(nats_url, None)
+    seen: list[str] = []
+    command_id = uuid.uuid4().hex
+
+    async def on_command(event: ExecuteCommand) -> None:
+        seen.append(event.command_id)
+
+    bus.subscribe(Channel.COMMANDS, ExecuteCommand, on_command, shared=True)
+    await bus.start()
+    try:
+        event = ExecuteCommand(command_id=command_id, command_type="MUTE", target_agents=["agent-1"])
+        for _ in range(3):
+            await bus.publish(Channel.COMMANDS, event, key="agent-1", message_id=command_id)
+        await _wait_for(lambda: command_id in seen, timeout=10)
+        await asyncio.sleep(1.0)
+        assert seen.count(command_id) == 1
+        js = bus.routes[Channel.COMMANDS].broker.connection.jetstream()  # type: ignore[attr-defined]
+        names = {s.config.name for s in await js.streams_info()}
+        assert {"sovereign-commands", "sovereign-confirmations"} <= names
+    finally:
+        await bus.stop()
