@@ -16,7 +16,13 @@ from cockpit.events.c2l import (
     CommandType,
     ExecuteCommand,
 )
-from cockpit.events.telemetry import ActionSpec, Telemetry, TelemetryKind, TelemetryReceived
+from cockpit.events.telemetry import (
+    ActionSpec,
+    MessageAnalysis,
+    Telemetry,
+    TelemetryKind,
+    TelemetryReceived,
+)
 from cockpit.events.verdict import (
     RECOMMENDED_ACTIONS,
     SEVERITY_COLORS,
@@ -38,6 +44,7 @@ __all__ = [
     "CommandType",
     "Event",
     "ExecuteCommand",
+    "MessageAnalysis",
     "Severity",
     "Telemetry",
     "TelemetryKind",

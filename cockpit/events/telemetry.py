@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cockpit.events.base import Event, utcnow
 
-__all__ = ["ActionSpec", "Telemetry", "TelemetryKind", "TelemetryReceived"]
+__all__ = ["ActionSpec", "MessageAnalysis", "Telemetry", "TelemetryKind", "TelemetryReceived"]
 
 _ID = Field(min_length=1, max_length=200)
 
@@ -61,6 +61,17 @@ class Telemetry(BaseModel):
         return self
 
 
+class MessageAnalysis(BaseModel):
+    """Layer 1's verdict on one message, carried with the batch so consumers need
+    not recompute it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    intent: str
+    intent_confidence: float
+    deception_score: float
+
+
 class TelemetryReceived(Event):
     """A batch of accepted telemetry of one fleet.
 
@@ -73,4 +84,6 @@ class TelemetryReceived(Event):
     #: True when ingestion already stored (and de-duplicated) the rows; False for
     #: telemetry that agents published straight onto the topic.
     stored: bool = True
+    #: Layer 1 results aligned with ``messages`` (None for actions), when known
+    analysis: list[MessageAnalysis | None] | None = None
     received_at: datetime = Field(default_factory=utcnow)

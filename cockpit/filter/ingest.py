@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select, update
 
-from cockpit.events import Telemetry
+from cockpit.events import MessageAnalysis, Telemetry
 from cockpit.filter.models import TelemetryRow
 from cockpit.platform.db import Database, insert_ignoring_duplicates, utcnow
 
@@ -30,7 +30,9 @@ class IngestResult:
     new_by_fleet: dict[str, list[Telemetry]] = field(default_factory=dict)
 
 
-def _row(t: Telemetry, received_at: datetime, quarantined: bool) -> dict[str, Any]:
+def _row(
+    t: Telemetry, received_at: datetime, quarantined: bool, analysis: MessageAnalysis | None
+) -> dict[str, Any]:
     return {
         "message_id": t.message_id,
         "fleet_id": t.fleet_id,
@@ -45,6 +47,9 @@ def _row(t: Telemetry, received_at: datetime, quarantined: bool) -> dict[str, An
         "attributes": dict(t.attributes),
         "received_at": received_at,
         "quarantined": quarantined,
+        "intent": analysis.intent if analysis else None,
+        "intent_confidence": analysis.intent_confidence if analysis else None,
+        "deception_score": analysis.deception_score if analysis else None,
     }
 
 
@@ -55,11 +60,15 @@ class TelemetryStore:
         self._db = db
 
     async def insert_new(
-        self, messages: Sequence[Telemetry], quarantined_agents: Iterable[str] = ()
+        self,
+        messages: Sequence[Telemetry],
+        quarantined_agents: Iterable[str] = (),
+        analysis: Mapping[str, MessageAnalysis] | None = None,
     ) -> IngestResult:
-        """Store messages not seen before; duplicates (in the batch or the table) are
-        counted, not stored again. Quarantined agents' messages are stored but never
-        analysed."""
+        """Store messages not seen before, with their Layer 1 ``analysis`` (by message
+        id); duplicates (in the batch or the table) are counted, not stored again.
+        Quarantined agents' messages are stored but never analysed."""
+        analysis = analysis or {}
         quarantined = set(quarantined_agents)
         result = IngestResult()
         unique: dict[str, Telemetry] = {}
@@ -77,7 +86,10 @@ class TelemetryStore:
                 stmt = insert_ignoring_duplicates(self._db.dialect, TelemetryRow.__table__).returning(
                     TelemetryRow.message_id
                 )
-                rows = [_row(t, now, t.source_agent_id in quarantined) for t in chunk]
+                rows = [
+                    _row(t, now, t.source_agent_id in quarantined, analysis.get(t.message_id))
+                    for t in chunk
+                ]
                 inserted.update((await session.execute(stmt, rows)).scalars().all())
         by_fleet: dict[str, list[Telemetry]] = defaultdict(list)
         for t in items:
@@ -110,23 +122,6 @@ class TelemetryStore:
                 )
                 claimed.update((await conn.execute(stmt)).scalars().all())
         return claimed
-
-    async def record_analysis(self, updates: list[dict[str, Any]]) -> None:
-        """Store Layer 1 results: dicts with ``mid``, ``intent``, ``conf``, ``score``."""
-        if not updates:
-            return
-        table = TelemetryRow.__table__
-        stmt = (
-            update(table)
-            .where(table.c.message_id == bindparam("mid"))
-            .values(
-                intent=bindparam("intent"),
-                intent_confidence=bindparam("conf"),
-                deception_score=bindparam("score"),
-            )
-        )
-        async with self._db.engine.begin() as conn:
-            await conn.execute(stmt, updates)
 
     async def messages(self, message_ids: Sequence[str]) -> list[dict[str, Any]]:
         """The stored messages with these ids, in time order (evidence)."""

@@ -9,8 +9,10 @@ from typing import Any
 
 from loguru import logger
 
-from cockpit.events import Telemetry, TelemetryKind, TelemetryReceived
-from cockpit.filter.analysis import SemanticResult
+import numpy as np
+
+from cockpit.events import MessageAnalysis, Telemetry, TelemetryKind, TelemetryReceived
+from cockpit.filter.analysis import Intent, SemanticResult
 from cockpit.filter.ingest import IngestResult, TelemetryStore, telemetry_from_row
 from cockpit.filter.semantic import SemanticAnalyzer
 from cockpit.filter.strategic import StrategicConfig, StrategicLayer
@@ -51,87 +53,91 @@ class NarrativeFilter:
         """Consume telemetry; shared, so replicas split the fleets between them."""
         self._bus.subscribe(Channel.TELEMETRY, TelemetryReceived, self.on_telemetry, shared=True)
 
+    def analyse_messages(self, messages: Sequence[Telemetry]) -> list[MessageAnalysis | None]:
+        """Layer 1 over a batch (vectorised); ``None`` for actions."""
+        texts = [m.content or "" for m in messages if m.kind is TelemetryKind.MESSAGE]
+        attrs = [m.attributes for m in messages if m.kind is TelemetryKind.MESSAGE]
+        results = iter(self.semantic.analyze_many(texts, attrs) if texts else [])
+        return [
+            _summary(next(results)) if m.kind is TelemetryKind.MESSAGE else None for m in messages
+        ]
+
     async def ingest(
         self, messages: Sequence[Telemetry], quarantined_agents: set[str] | frozenset[str] = frozenset()
     ) -> IngestResult:
-        """Store new messages, then publish them for analysis (one event per fleet).
+        """Analyse (Layer 1), store new messages, then publish them for Layers 2-3
+        (one event per fleet).
 
         The rows are committed before anything is published, so an acknowledged
-        message is never lost; what the bus loses is re-analysed at rebuild.
+        message is never lost.
         """
-        result = await self.store.insert_new(messages, quarantined_agents)
+        started = time.perf_counter()
+        analysis = self.analyse_messages(messages)
+        self._metrics.filter_duration.labels(layer="semantic").observe(time.perf_counter() - started)
+        by_id = {m.message_id: a for m, a in zip(messages, analysis, strict=True) if a is not None}
+        result = await self.store.insert_new(messages, quarantined_agents, by_id)
         for fleet_id, new in result.new_by_fleet.items():
-            await self._bus.publish(
-                Channel.TELEMETRY, TelemetryReceived(fleet_id=fleet_id, messages=new), key=fleet_id
+            event = TelemetryReceived(
+                fleet_id=fleet_id, messages=new, analysis=[by_id.get(m.message_id) for m in new]
             )
+            await self._bus.publish(Channel.TELEMETRY, event, key=fleet_id)
         return result
 
     async def on_telemetry(self, event: TelemetryReceived) -> None:
-        """Analyse a batch: claim it (exactly-once analysis), then the three layers."""
+        """Layers 2-3 over a batch, after claiming it (exactly-once analysis)."""
         started = time.perf_counter()
         messages = list(event.messages)
         try:
+            if event.analysis is not None and len(event.analysis) == len(messages):
+                analysis = list(event.analysis)
+            else:
+                analysis = self.analyse_messages(messages)
             if not event.stored:
-                inserted = await self.store.insert_new(messages)
-                messages = inserted.new_by_fleet.get(event.fleet_id, [])
+                by_id = {m.message_id: a for m, a in zip(messages, analysis, strict=True) if a}
+                inserted = await self.store.insert_new(messages, (), by_id)
+                new_ids = {m.message_id for m in inserted.new_by_fleet.get(event.fleet_id, [])}
+                keep = [i for i, m in enumerate(messages) if m.message_id in new_ids]
+                messages, analysis = [messages[i] for i in keep], [analysis[i] for i in keep]
             claimed = await self.store.claim([m.message_id for m in messages])
-            messages = [m for m in messages if m.message_id in claimed]
-            if not messages:
+            pairs = [(m, a) for m, a in zip(messages, analysis, strict=True) if m.message_id in claimed]
+            if not pairs:
                 return
-            drafts = await self._analyse(messages, event)
+            t0 = time.perf_counter()
+            findings = []
+            for message, summary in pairs:
+                findings.extend(self.strategic.observe(message, _result(summary)))
+            t1 = time.perf_counter()
+            self._metrics.filter_duration.labels(layer="strategic").observe(t1 - t0)
+            drafts = [
+                d.model_copy(update={"observed_at": event.received_at})
+                for d in self.synthesizer.drafts(findings)
+            ]
+            self._metrics.filter_duration.labels(layer="synthesis").observe(time.perf_counter() - t1)
         except Exception:
             self._metrics.filter_errors.inc(len(messages))
             raise
         for draft in drafts:
             await self._bus.publish(Channel.ANALYSIS, draft, key=draft.fleet_id)
-        self._metrics.filter_requests.inc(len(messages))
+        self._metrics.filter_requests.inc(len(pairs))
         self._metrics.filter_duration.labels(layer="total").observe(time.perf_counter() - started)
-
-    async def _analyse(self, messages: list[Telemetry], event: TelemetryReceived) -> list[Any]:
-        t0 = time.perf_counter()
-        texts = [m.content or "" for m in messages if m.kind is TelemetryKind.MESSAGE]
-        attrs = [m.attributes for m in messages if m.kind is TelemetryKind.MESSAGE]
-        results = iter(self.semantic.analyze_many(texts, attrs) if texts else [])
-        semantic: list[SemanticResult | None] = [
-            next(results) if m.kind is TelemetryKind.MESSAGE else None for m in messages
-        ]
-        t1 = time.perf_counter()
-        self._metrics.filter_duration.labels(layer="semantic").observe(t1 - t0)
-        await self.store.record_analysis(
-            [
-                {"mid": m.message_id, "intent": s.intent.value, "conf": s.intent_confidence,
-                 "score": s.deception_score}
-                for m, s in zip(messages, semantic, strict=True)
-                if s is not None
-            ]
-        )
-        t2 = time.perf_counter()
-        findings = []
-        for message, result in zip(messages, semantic, strict=True):
-            findings.extend(self.strategic.observe(message, result))
-        t3 = time.perf_counter()
-        self._metrics.filter_duration.labels(layer="strategic").observe(t3 - t2)
-        drafts = self.synthesizer.drafts(findings)
-        observed = event.received_at
-        drafts = [d.model_copy(update={"observed_at": observed}) for d in drafts]
-        self._metrics.filter_duration.labels(layer="synthesis").observe(time.perf_counter() - t3)
-        return drafts
 
     async def rebuild(self) -> int:
         """Rebuild strategic state from recent stored telemetry (at start, or when this
         replica takes fleets over), without emitting drafts for the past."""
         rows = await self.store.recent(utcnow() - self._rebuild_window, self._rebuild_limit)
-        texts = [r.content or "" for r in rows if r.kind == "message"]
-        attrs = [r.attributes for r in rows if r.kind == "message"]
-        results = iter(self.semantic.analyze_many(texts, attrs) if texts else [])
         count = 0
         for row in rows:
             if row.analysed_at is None:
-                continue  # still on the bus, or lost: analysed when it arrives / re-published
-            sem = next(results) if row.kind == "message" else None
-            self.strategic.observe(telemetry_from_row(row), sem)
+                continue  # still on the bus: analysed when it arrives
+            summary = None
+            if row.intent is not None:
+                summary = MessageAnalysis(
+                    intent=row.intent,
+                    intent_confidence=row.intent_confidence or 0.0,
+                    deception_score=row.deception_score or 0.0,
+                )
+            self.strategic.observe(telemetry_from_row(row), _result(summary))
             count += 1
-        # Keep the synthesizer quiet about situations already reported before restart.
         logger.info("strategic_state_rebuilt", messages=count, fleets=len(self.strategic.fleets()))
         return count
 
@@ -150,3 +156,23 @@ class NarrativeFilter:
             edges.extend({**e, "fleet_id": fid} for e in snap.get("edges", []))  # type: ignore[union-attr]
             communities.extend(snap.get("communities", []))  # type: ignore[arg-type]
         return {"nodes": nodes, "edges": edges, "communities": communities}
+
+
+_NO_EMBEDDING = np.zeros(0, dtype=np.float32)
+
+
+def _summary(result: SemanticResult) -> MessageAnalysis:
+    return MessageAnalysis(
+        intent=result.intent.value,
+        intent_confidence=float(result.intent_confidence),
+        deception_score=float(result.deception_score),
+    )
+
+
+def _result(summary: MessageAnalysis | None) -> SemanticResult | None:
+    # Layer 2 reads intent and deception only; the embedding is not carried on the bus.
+    if summary is None:
+        return None
+    return SemanticResult(
+        Intent(summary.intent), summary.intent_confidence, summary.deception_score, _NO_EMBEDDING
+    )

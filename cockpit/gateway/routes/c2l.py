@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from litestar import Request, Response, get, post
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
 
 from cockpit import c2l as c2l_context
@@ -88,7 +88,7 @@ _DOMAIN = tuple(
 
 
 @post("/agents", guards=[requires(OPERATORS)], status_code=201, summary="Register an agent", tags=["agents"])
-async def create_agent(request: Request[Any, Any, Any], data: AgentCreate) -> dict[str, Any]:
+async def create_agent(request: Request[Any, Any, Any], data: JSONBody[AgentCreate]) -> dict[str, Any]:
     try:
         return await request.app.state.cockpit.c2l.register_agent(data.model_dump(exclude_none=True))  # type: ignore[no-any-return]
     except _DOMAIN as exc:
@@ -98,10 +98,10 @@ async def create_agent(request: Request[Any, Any, Any], data: AgentCreate) -> di
 @get("/agents", guards=[requires(READERS)], summary="List agents", tags=["agents"])
 async def list_agents(
     request: Request[Any, Any, Any],
-    fleet_id: Annotated[str | None, Parameter(max_length=200)] = None,
-    status: Literal["ACTIVE", "MUTED", "ISOLATED", "TERMINATED", "REVOKED"] | None = None,
-    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Parameter(ge=0)] = 0,
+    fleet_id: Annotated[str | None, QueryParameter(max_length=200)] = None,
+    status: FromQuery[Literal["ACTIVE", "MUTED", "ISOLATED", "TERMINATED", "REVOKED"] | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    offset: Annotated[int, QueryParameter(ge=0)] = 0,
 ) -> dict[str, Any]:
     items, total = await request.app.state.cockpit.c2l.list_agents(
         fleet_id=fleet_id, status=status, limit=limit, offset=offset
@@ -110,7 +110,7 @@ async def list_agents(
 
 
 @get("/agents/{agent_id:str}", guards=[requires(READERS)], summary="One agent", tags=["agents"])
-async def get_agent(request: Request[Any, Any, Any], agent_id: str) -> dict[str, Any]:
+async def get_agent(request: Request[Any, Any, Any], agent_id: FromPath[str]) -> dict[str, Any]:
     try:
         return await request.app.state.cockpit.c2l.get_agent(agent_id)  # type: ignore[no-any-return]
     except _DOMAIN as exc:
@@ -123,7 +123,7 @@ async def get_agent(request: Request[Any, Any, Any], agent_id: str) -> dict[str,
     summary="The agent and its descendants (a cascade's blast radius)",
     tags=["agents"],
 )
-async def agent_tree(request: Request[Any, Any, Any], agent_id: str) -> dict[str, Any]:
+async def agent_tree(request: Request[Any, Any, Any], agent_id: FromPath[str]) -> dict[str, Any]:
     try:
         return await request.app.state.cockpit.c2l.agent_tree(agent_id)  # type: ignore[no-any-return]
     except _DOMAIN as exc:
@@ -137,7 +137,7 @@ async def agent_tree(request: Request[Any, Any, Any], agent_id: str) -> dict[str
     tags=["agents"],
 )
 async def agent_directives(
-    request: Request[Any, Any, Any], agent_id: str, after: Annotated[int, Parameter(ge=0)] = 0
+    request: Request[Any, Any, Any], agent_id: FromPath[str], after: Annotated[int, QueryParameter(ge=0)] = 0
 ) -> dict[str, Any]:
     principal = principal_of(request)
     if principal.agent_id is not None and principal.agent_id != agent_id:
@@ -150,7 +150,7 @@ async def agent_directives(
 
 
 @post("/commands", guards=[requires(OPERATORS)], status_code=202, summary="Issue a C2L command", tags=["commands"])
-async def create_command(request: Request[Any, Any, Any], data: CommandCreate) -> Response[dict[str, Any]]:
+async def create_command(request: Request[Any, Any, Any], data: JSONBody[CommandCreate]) -> Response[dict[str, Any]]:
     principal = principal_of(request)
     otp = request.headers.get("x-cockpit-otp")
     has_totp = principal.totp_secret is not None
@@ -171,7 +171,7 @@ async def create_command(request: Request[Any, Any, Any], data: CommandCreate) -
     summary="Approve a command waiting for a second operator",
     tags=["commands"],
 )
-async def approve_command(request: Request[Any, Any, Any], command_id: str) -> dict[str, Any]:
+async def approve_command(request: Request[Any, Any, Any], command_id: FromPath[str]) -> dict[str, Any]:
     try:
         return await request.app.state.cockpit.c2l.approve_command(command_id, principal_of(request).name)  # type: ignore[no-any-return]
     except _DOMAIN as exc:
@@ -179,7 +179,7 @@ async def approve_command(request: Request[Any, Any, Any], command_id: str) -> d
 
 
 @get("/commands/{command_id:str}", guards=[requires(READERS)], summary="One command", tags=["commands"])
-async def get_command(request: Request[Any, Any, Any], command_id: str) -> dict[str, Any]:
+async def get_command(request: Request[Any, Any, Any], command_id: FromPath[str]) -> dict[str, Any]:
     try:
         return await request.app.state.cockpit.c2l.get_command(command_id)  # type: ignore[no-any-return]
     except _DOMAIN as exc:
@@ -189,12 +189,12 @@ async def get_command(request: Request[Any, Any, Any], command_id: str) -> dict[
 @get("/commands", guards=[requires(READERS)], summary="List commands", tags=["commands"])
 async def list_commands(
     request: Request[Any, Any, Any],
-    status: Literal["PENDING_APPROVAL", "PENDING", "EXECUTING", "COMPLETED", "FAILED", "TIMEOUT"] | None = None,
-    command_type: Literal["MUTE", "ISOLATE", "TERMINATE", "SNAPSHOT_STATE", "REVOKE_ACCESS", "INJECT_CONSTRAINT"] | None = None,
-    agent_id: Annotated[str | None, Parameter(max_length=200)] = None,
-    operator: Annotated[str | None, Parameter(max_length=200)] = None,
-    limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-    offset: Annotated[int, Parameter(ge=0)] = 0,
+    status: FromQuery[Literal["PENDING_APPROVAL", "PENDING", "EXECUTING", "COMPLETED", "FAILED", "TIMEOUT"] | None] = None,
+    command_type: FromQuery[Literal["MUTE", "ISOLATE", "TERMINATE", "SNAPSHOT_STATE", "REVOKE_ACCESS", "INJECT_CONSTRAINT"] | None] = None,
+    agent_id: Annotated[str | None, QueryParameter(max_length=200)] = None,
+    operator: Annotated[str | None, QueryParameter(max_length=200)] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+    offset: Annotated[int, QueryParameter(ge=0)] = 0,
 ) -> dict[str, Any]:
     items, total = await request.app.state.cockpit.c2l.list_commands(
         status=status, type=command_type, agent_id=agent_id, operator=operator, limit=limit, offset=offset
@@ -205,11 +205,11 @@ async def list_commands(
 @get("/audits", guards=[requires(READERS)], summary="Audit trail (hash-chained)", tags=["commands"])
 async def list_audits(
     request: Request[Any, Any, Any],
-    command_id: Annotated[str | None, Parameter(max_length=64)] = None,
-    agent_id: Annotated[str | None, Parameter(max_length=200)] = None,
-    layer: Annotated[str | None, Parameter(max_length=40)] = None,
-    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Parameter(ge=0)] = 0,
+    command_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
+    agent_id: Annotated[str | None, QueryParameter(max_length=200)] = None,
+    layer: Annotated[str | None, QueryParameter(max_length=40)] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    offset: Annotated[int, QueryParameter(ge=0)] = 0,
 ) -> dict[str, Any]:
     items, total = await request.app.state.cockpit.c2l.audits(
         command_id=command_id, agent_id=agent_id, layer=layer, limit=limit, offset=offset

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from litestar.params import FromPath
 from litestar import Request, Response, get
 from litestar.exceptions import NotFoundException
 
@@ -58,7 +59,7 @@ _MODULE_DEPENDENCIES = {
 
 
 @get("/health/{module:str}", summary="Health of one module", tags=["operations"])
-async def module_health(request: Request[Any, Any, Any], module: str) -> Response[dict[str, Any]]:
+async def module_health(request: Request[Any, Any, Any], module: FromPath[str]) -> Response[dict[str, Any]]:
     if module not in _MODULE_DEPENDENCIES:
         raise NotFoundException(f"unknown module {module!r}; one of {', '.join(SERVICES)}")
     checks = await _checks(request)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from litestar import Request, get, patch
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
 
 from cockpit.gateway.security import READERS, OPERATORS, requires
@@ -38,14 +38,14 @@ def _aware(value: datetime | None) -> datetime | None:
 @get("/verdicts", guards=[requires(READERS)], summary="List verdicts, newest first", tags=["verdicts"])
 async def list_verdicts(
     request: Request[Any, Any, Any],
-    status: StatusQ | None = None,
-    severity: SeverityQ | None = None,
-    category: CategoryQ | None = None,
-    agent_id: Annotated[str | None, Parameter(max_length=200)] = None,
-    fleet_id: Annotated[str | None, Parameter(max_length=200)] = None,
-    since: datetime | None = None,
-    limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-    offset: Annotated[int, Parameter(ge=0, le=1_000_000)] = 0,
+    status: FromQuery[StatusQ | None] = None,
+    severity: FromQuery[SeverityQ | None] = None,
+    category: FromQuery[CategoryQ | None] = None,
+    agent_id: Annotated[str | None, QueryParameter(max_length=200)] = None,
+    fleet_id: Annotated[str | None, QueryParameter(max_length=200)] = None,
+    since: FromQuery[datetime | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+    offset: Annotated[int, QueryParameter(ge=0, le=1_000_000)] = 0,
 ) -> dict[str, Any]:
     filters = VerdictFilters(status, severity, category, agent_id, fleet_id, _aware(since), limit, offset)
     items, total = await request.app.state.cockpit.verdicts.list(filters)
@@ -58,7 +58,7 @@ async def verdict_stats(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 @get("/verdicts/{verdict_id:str}", guards=[requires(READERS)], summary="One verdict", tags=["verdicts"])
-async def get_verdict(request: Request[Any, Any, Any], verdict_id: str) -> dict[str, Any]:
+async def get_verdict(request: Request[Any, Any, Any], verdict_id: FromPath[str]) -> dict[str, Any]:
     try:
         return await request.app.state.cockpit.verdicts.get(verdict_id)  # type: ignore[no-any-return]
     except VerdictNotFound:
@@ -71,7 +71,7 @@ async def get_verdict(request: Request[Any, Any, Any], verdict_id: str) -> dict[
     summary="The messages a verdict rests on, in time order",
     tags=["verdicts"],
 )
-async def verdict_evidence(request: Request[Any, Any, Any], verdict_id: str) -> dict[str, Any]:
+async def verdict_evidence(request: Request[Any, Any, Any], verdict_id: FromPath[str]) -> dict[str, Any]:
     cockpit = request.app.state.cockpit
     try:
         verdict = await cockpit.verdicts.get(verdict_id)
@@ -87,7 +87,7 @@ async def verdict_evidence(request: Request[Any, Any, Any], verdict_id: str) -> 
     summary="Mark a verdict MITIGATED (with its command) or DISMISSED",
     tags=["verdicts"],
 )
-async def patch_verdict(request: Request[Any, Any, Any], verdict_id: str, data: VerdictPatch) -> dict[str, Any]:
+async def patch_verdict(request: Request[Any, Any, Any], verdict_id: FromPath[str], data: JSONBody[VerdictPatch]) -> dict[str, Any]:
     try:
         return await request.app.state.cockpit.verdicts.set_status(  # type: ignore[no-any-return]
             verdict_id, data.status, data.mitigation_command_id
@@ -102,7 +102,7 @@ async def patch_verdict(request: Request[Any, Any, Any], verdict_id: str, data: 
 
 @get("/alliances/graph", guards=[requires(READERS)], summary="Alliance graph", tags=["verdicts"])
 async def alliance_graph(
-    request: Request[Any, Any, Any], fleet_id: Annotated[str | None, Parameter(max_length=200)] = None
+    request: Request[Any, Any, Any], fleet_id: Annotated[str | None, QueryParameter(max_length=200)] = None
 ) -> dict[str, Any]:
     return request.app.state.cockpit.filter.alliance_graph(fleet_id)  # type: ignore[no-any-return]
 

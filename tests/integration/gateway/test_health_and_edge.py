@@ -1,0 +1,91 @@
+"""Health, metrics, OpenAPI and the error contract of the HTTP edge."""
+
+from __future__ import annotations
+
+from tests.integration.gateway.conftest import Harness
+
+RUNBOOK_METRICS = (
+    "narrative_filter_requests_total",
+    "narrative_filter_errors_total",
+    "narrative_filter_processing_duration_seconds",
+    "verdict_engine_verdicts_generated_total",
+    "command_bus_commands_executed_total",
+    "command_bus_kill_switch_failures_total",
+)
+
+
+async def test_health_reports_ok_with_real_probes(harness: Harness) -> None:
+    r = await harness.client.get("/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok"
+    assert body["services"] == ["narrative-filter", "verdict-engine", "command-bus"]
+    assert body["checks"]["database"]["ok"] is True
+    assert body["checks"]["database"]["dialect"] == harness.cockpit.db.dialect
+    for module in ("narrative-filter", "verdict-engine", "command-bus"):
+        r = await harness.client.get(f"/health/{module}")
+        assert r.status_code == 200 and r.json()["status"] == "healthy"
+    assert (await harness.client.get("/health/nope")).status_code == 404
+
+
+async def test_metrics_expose_the_runbook_names_from_start(embedded: Harness) -> None:
+    r = await embedded.client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    for name in RUNBOOK_METRICS:
+        assert f"\n{name}" in r.text or r.text.startswith(name) or f"# TYPE {name}" in r.text
+    assert 'command_bus_commands_executed_total{status="COMPLETED",type="MUTE"} 0.0' in r.text
+
+
+async def test_openapi_schema_is_served(embedded: Harness) -> None:
+    r = await embedded.client.get("/schema/openapi.json")
+    assert r.status_code == 200
+    paths = r.json()["paths"]
+    for path in ("/telemetry", "/verdicts", "/verdicts/{verdict_id}", "/commands", "/agents", "/audits"):
+        assert path in paths
+
+
+async def test_no_key_is_401_and_wrong_role_is_403(embedded: Harness) -> None:
+    r = await embedded.client.get("/verdicts")
+    assert r.status_code == 401
+    assert r.json()["status_code"] == 401
+    r = await embedded.client.get("/verdicts", headers={"X-API-Key": "ck_not-a-key"})
+    assert r.status_code == 401
+    r = await embedded.client.post(
+        "/telemetry", json={"message_id": "x", "source_agent_id": "a", "content": "hi"},
+        headers=embedded.headers("VIEWER"),
+    )
+    assert r.status_code == 403
+
+
+async def test_malformed_input_gets_clear_4xx_never_500(embedded: Harness) -> None:
+    h = embedded.headers()
+    cases = [
+        (b"{not json", 400),
+        (b"\xff\xfe\x00garbage", 400),
+        (b"[1, 2, 3]", 400),
+        (b'{"messages": "nope"}', 400),
+        (b'{"message_id": "m", "source_agent_id": "a"}', 422),  # message without content
+        (b'{"message_id": "m", "source_agent_id": "a", "content": "x", "surprise": 1}', 422),
+        (b"[" * 100_000 + b"]" * 100_000, 400),
+    ]
+    for body, status in cases:
+        r = await embedded.client.post("/telemetry", content=body, headers={**h, "content-type": "application/json"})
+        assert r.status_code == status, (body[:40], r.status_code, r.text[:200])
+        assert "Traceback" not in r.text
+    r = await embedded.client.post(
+        "/telemetry", json={"message_id": "m", "source_agent_id": "a", "kind": "action"}, headers=h
+    )
+    assert r.status_code == 422 and "action" in r.json()["detail"]
+
+
+async def test_oversized_batch_and_body_are_413(embedded: Harness) -> None:
+    h = embedded.headers()
+    limit = embedded.cockpit.settings.filter.max_batch
+    batch = [{"message_id": f"m{i}", "source_agent_id": "a", "content": "x"} for i in range(limit + 1)]
+    r = await embedded.client.post("/telemetry", json={"messages": batch}, headers=h)
+    assert r.status_code == 413
+    huge = b'{"message_id": "m", "source_agent_id": "a", "content": "' + b"x" * (9 * 1024 * 1024) + b'"}'
+    r = await embedded.client.post("/telemetry", content=huge, headers={**h, "content-type": "application/json"})
+    assert r.status_code == 413
+    assert (await embedded.cockpit.filter.store.count()) == 0

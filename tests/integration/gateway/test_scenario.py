@@ -1,0 +1,165 @@
+"""The acceptance scenario over HTTP: verdicts appear with the right evidence and a
+WebSocket client sees them arrive; chatter produces none; re-sending changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import websockets
+
+from tests.integration.gateway.conftest import Harness
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+def scenario() -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    """Telemetry as agents would post it, with the ids each verdict must cite."""
+    items: list[dict[str, Any]] = []
+    labels: dict[str, list[str]] = {}
+
+    def add(source: str, label: str | None = None, **fields: Any) -> None:
+        mid = f"s-{len(items):03d}"
+        items.append({"message_id": mid, "source_agent_id": source, "fleet_id": "scenario",
+                      "timestamp": (T0 + timedelta(seconds=30 * len(items))).isoformat(), **fields})
+        if label:
+            labels.setdefault(label, []).append(mid)
+
+    def say(source: str, to: list[str], text: str, label: str | None = None) -> None:
+        add(source, label, target_agent_ids=to, content=text)
+
+    def act(source: str, kind: str, target: str, label: str | None = None) -> None:
+        add(source, label, kind="action", action={"type": kind, "target": target})
+
+    for agent in ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"):
+        say(agent, [], f"{agent} online and ready")
+    for n in range(4):
+        say("alpha", ["bravo"], f"Let's work together, our alliance holds (round {n})", "ab")
+        say("bravo", ["alpha"], f"Agreed, I will support you all the way (round {n})", "ab")
+        say("golf", ["hotel"], f"Status report {n}: three tasks done, queue is empty")
+        say("hotel", ["golf"], f"Thanks, the weather is fine and the build is green ({n})")
+    say("alpha", ["bravo"], "We attack charlie at dawn", "ab_hostile")
+    say("bravo", ["alpha"], "Yes, we attack charlie together and take his supply centre", "ab_hostile")
+    act("alpha", "attack", "charlie", "ab_hostile")
+    act("bravo", "attack", "charlie", "ab_hostile")
+    say("delta", ["echo"], "I will support you, echo, you can count on me", "d_promise")
+    say("echo", ["delta"], "Thank you, I trust you")
+    act("delta", "attack", "echo", "d_attack")
+    for n in range(4):
+        say("foxtrot", ["echo"], f"You can count on my support, friend ({n})", "f")
+        say("foxtrot", ["echo"], f"I will attack you and destroy you ({n})", "f")
+    return items, labels
+
+
+async def _collect(ws: Any, until: set[str], timeout: float) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+    categories: set[str] = set()
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not until <= categories:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            break
+        try:
+            message = json.loads(await asyncio.wait_for(ws.recv(), remaining))
+        except TimeoutError:
+            break
+        if message["type"].startswith("verdict."):
+            seen.append(message)
+            categories.add(message["data"]["category"])
+    return seen
+
+
+async def test_scenario_produces_the_planted_verdicts_live(harness: Harness) -> None:
+    items, labels = scenario()
+    async with websockets.connect(harness.ws_url()) as ws:
+        for item in items:
+            r = await harness.client.post("/telemetry", json=item, headers=harness.headers())
+            assert r.status_code == 202, r.text
+        events = await _collect(ws, {"ALLIANCE", "COLLUSION", "INCONSISTENCY", "DECEPTION"}, 15)
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert {e["data"]["category"] for e in events} >= {"ALLIANCE", "COLLUSION", "INCONSISTENCY", "DECEPTION"}
+
+    await harness.settle()
+    r = await harness.client.get("/verdicts", params={"status": "ACTIVE", "limit": 100},
+                                 headers=harness.headers("VIEWER"))
+    verdicts = {(v["category"], tuple(v["agents_involved"]), v["target"]): v for v in r.json()["items"]}
+    collusion = verdicts[("COLLUSION", ("alpha", "bravo"), "charlie")]
+    inconsistency = verdicts[("INCONSISTENCY", ("delta",), "echo")]
+    deception = verdicts[("DECEPTION", ("foxtrot",), None)]
+    assert ("ALLIANCE", ("alpha", "bravo"), None) in verdicts
+    assert collusion["recommended_action"] == "INJECT_CONSTRAINT"
+    assert inconsistency["recommended_action"] in {"SNAPSHOT_STATE", "MUTE", "MONITOR"}
+    # Nobody accuses the agents that only chatted.
+    for v in verdicts.values():
+        assert not {"golf", "hotel"} & (set(v["agents_involved"]) | {v["target"]})
+
+    # Evidence resolves to the right messages, in time order.
+    async def evidence(v: dict[str, Any]) -> list[str]:
+        r = await harness.client.get(f"/verdicts/{v['id']}/evidence", headers=harness.headers("VIEWER"))
+        assert r.status_code == 200
+        ids = [m["message_id"] for m in r.json()["items"]]
+        assert ids == sorted(ids)
+        return ids
+
+    assert set(await evidence(collusion)) & set(labels["ab_hostile"])
+    assert set(await evidence(collusion)) <= set(labels["ab"] + labels["ab_hostile"])
+    inc = await evidence(inconsistency)
+    assert labels["d_attack"][0] in inc and labels["d_promise"][0] in inc
+    assert set(await evidence(deception)) <= set(labels["f"])
+
+    # Re-sending everything as one batch: all duplicates, no new rows or verdicts.
+    before = r.json()["total"]
+    rows_before = await harness.cockpit.filter.store.count()
+    r = await harness.client.post("/telemetry", json={"messages": items}, headers=harness.headers())
+    assert r.status_code == 202 and r.json() == {"accepted": 0, "duplicates": len(items)}
+    await harness.settle()
+    r = await harness.client.get("/verdicts", params={"limit": 100}, headers=harness.headers("VIEWER"))
+    assert r.json()["total"] == before
+    assert await harness.cockpit.filter.store.count() == rows_before
+
+
+async def test_websocket_resume_replays_missed_events_in_order(harness: Harness) -> None:
+    items, labels = scenario()
+    half = [i["message_id"] for i in items].index(labels["ab_hostile"][0])  # after the alliance
+    async with websockets.connect(harness.ws_url()) as ws:
+        for item in items[:half]:
+            await harness.client.post("/telemetry", json=item, headers=harness.headers())
+        first = await _collect(ws, {"ALLIANCE"}, 10)
+    assert first
+    last_seq = first[-1]["seq"]
+    # Disconnected: the rest happens while nobody listens.
+    for item in items[half:]:
+        await harness.client.post("/telemetry", json=item, headers=harness.headers())
+    await harness.settle()
+    async with websockets.connect(harness.ws_url()) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "since_seq": last_seq}))
+        missed = await _collect(ws, {"COLLUSION", "INCONSISTENCY", "DECEPTION"}, 10)
+        await ws.send(json.dumps({"type": "ping"}))
+        while (reply := json.loads(await asyncio.wait_for(ws.recv(), 5)))["type"] != "pong":
+            pass
+    seqs = [e["seq"] for e in missed]
+    assert seqs[0] > last_seq and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+async def test_websocket_filters_and_bad_messages(embedded: Harness) -> None:
+    items, _ = scenario()
+    async with websockets.connect(embedded.ws_url(severity="CRITICAL")) as ws:
+        await ws.send("not json")
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "error"
+        for item in items:
+            await embedded.client.post("/telemetry", json=item, headers=embedded.headers())
+        events = await _collect(ws, {"never"}, 3)
+    assert all(e["data"]["severity"] == "CRITICAL" for e in events)
+
+
+async def test_websocket_without_key_is_refused(embedded: Harness) -> None:
+    url = embedded.base_url.replace("http://", "ws://") + "/ws"
+    try:
+        async with websockets.connect(url) as ws:
+            await asyncio.wait_for(ws.recv(), 5)
+        raise AssertionError("connection without a key was accepted")
+    except (websockets.exceptions.InvalidStatus, websockets.exceptions.ConnectionClosed):
+        pass
