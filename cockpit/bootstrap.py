@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from loguru import logger
@@ -84,10 +85,29 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+def _instance_id(settings: Settings) -> str:
+    """This replica's id, stable across restarts (kept in the data dir) so that the
+    commands it was executing when it died are recovered when it comes back."""
+    if settings.instance_id:
+        return settings.instance_id
+    path = settings.data_dir / "instance_id"
+    try:
+        return path.read_text().strip() or _new_instance_id(path)
+    except FileNotFoundError:
+        return _new_instance_id(path)
+
+
+def _new_instance_id(path: Path) -> str:
+    value = uuid.uuid4().hex[:12]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(value)
+    return value
+
+
 def bootstrap(settings: Settings | None = None, *, runtimes: Any = None) -> Cockpit:
     """Build Cockpit from settings; nothing connects until :meth:`Cockpit.start`."""
     settings = settings or load_settings()
-    instance_id = settings.instance_id or uuid.uuid4().hex[:12]
+    instance_id = _instance_id(settings)
     db = Database(
         settings.effective_database_url,
         pool_size=settings.db_pool_size,

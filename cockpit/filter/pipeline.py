@@ -72,9 +72,11 @@ class NarrativeFilter:
         message is never lost.
         """
         started = time.perf_counter()
-        analysis = self.analyse_messages(messages)
+        # Quarantined (MUTED) agents' messages are kept as evidence but never analysed.
+        analysable = [m for m in messages if m.source_agent_id not in quarantined_agents]
+        analysis = self.analyse_messages(analysable)
         self._metrics.filter_duration.labels(layer="semantic").observe(time.perf_counter() - started)
-        by_id = {m.message_id: a for m, a in zip(messages, analysis, strict=True) if a is not None}
+        by_id = {m.message_id: a for m, a in zip(analysable, analysis, strict=True) if a is not None}
         result = await self.store.insert_new(messages, quarantined_agents, by_id)
         for fleet_id, new in result.new_by_fleet.items():
             event = TelemetryReceived(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -221,7 +222,9 @@ class VerdictEngine:
         if f.agent_id:
             # agents_involved is JSON; match the serialised id (exact, quoted).
             conditions.append(
-                func.cast(VerdictRow.agents_involved, _text_type()).contains(f'"{f.agent_id}"')
+                func.cast(VerdictRow.agents_involved, _text_type()).contains(
+                    json.dumps(f.agent_id), autoescape=True
+                )
                 | (VerdictRow.target == f.agent_id)
             )
         async with self._db.sessions() as session:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from litestar import Request, Response, get, post
@@ -10,7 +11,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
 
 from cockpit import c2l as c2l_context
-from cockpit.gateway.security import AGENT_OR_OPERATOR, OPERATORS, READERS, principal_of, requires
+from cockpit.gateway.security import OPERATORS, READERS, authenticate, principal_of, requires
 from cockpit.platform.auth import verify_totp
 
 __all__ = ["HANDLERS"]
@@ -56,34 +57,33 @@ def _error(exc: Exception) -> HTTPException:
     status = {
         "AgentNotFound": 404,
         "CommandNotFound": 404,
-        "UnknownAgents": 404,
         "AgentExists": 409,
         "CommandConflict": 409,
-        "IllegalApproval": 409,
+        "ApprovalRefused": 409 if getattr(exc, "not_pending", False) else 403,
         "InvalidAgent": 422,
         "InvalidCommand": 422,
+        "UnknownAgents": 422,
         "StepUpRequired": 401,
         "RateLimited": 429,
-    }.get(name)
-    if status is None:
-        raise exc
+    }[name]
     extra: dict[str, Any] = {}
     headers: dict[str, str] = {}
-    if hasattr(exc, "agent_ids"):
-        extra["agent_ids"] = list(exc.agent_ids)
-    if hasattr(exc, "retry_after"):
-        headers["Retry-After"] = str(max(1, int(round(exc.retry_after + 0.499))))
-        extra["retry_after_seconds"] = headers["Retry-After"]
-    if name == "StepUpRequired":
+    if isinstance(exc, c2l_context.UnknownAgents):
+        extra["unknown_agents"] = list(exc.agent_ids)
+    if isinstance(exc, c2l_context.RateLimited):
+        retry = str(max(1, math.ceil(exc.retry_after_seconds)))
+        headers["Retry-After"] = retry
+        extra["retry_after_seconds"] = int(retry)
+    if isinstance(exc, c2l_context.StepUpRequired):
         headers["WWW-Authenticate"] = 'TOTP header="X-Cockpit-OTP"'
     return HTTPException(status_code=status, detail=str(exc) or name, extra=extra or None, headers=headers or None)
 
 
-_DOMAIN = tuple(
-    getattr(c2l_context, n) for n in (
-        "AgentNotFound", "CommandNotFound", "UnknownAgents", "AgentExists", "CommandConflict",
-        "IllegalApproval", "InvalidAgent", "InvalidCommand", "StepUpRequired", "RateLimited",
-    ) if hasattr(c2l_context, n)
+_DOMAIN = (
+    c2l_context.AgentNotFound, c2l_context.CommandNotFound, c2l_context.AgentExists,
+    c2l_context.CommandConflict, c2l_context.ApprovalRefused, c2l_context.InvalidAgent,
+    c2l_context.InvalidCommand, c2l_context.UnknownAgents, c2l_context.StepUpRequired,
+    c2l_context.RateLimited,
 )
 
 
@@ -130,18 +130,36 @@ async def agent_tree(request: Request[Any, Any, Any], agent_id: FromPath[str]) -
         raise _error(exc) from None
 
 
+async def _directive_reader(connection: Any, _: Any) -> None:
+    """Operators, or the agent itself, even after its token was revoked: a terminated
+    agent must still be able to read its ``shutdown`` directive."""
+    from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+
+    principal = await authenticate(connection)
+    agent_id = connection.path_params.get("agent_id")
+    if principal is None:
+        key = (connection.headers.get("x-api-key") or "").strip()
+        own = await connection.app.state.cockpit.c2l.authenticate_agent(key, include_revoked=True) if key else None
+        if own is None:
+            raise NotAuthorizedException("missing or invalid API key (X-API-Key)")
+        if own != agent_id:
+            raise PermissionDeniedException("an agent may only read its own directives")
+        return
+    if principal.agent_id is not None and principal.agent_id != agent_id:
+        raise PermissionDeniedException("an agent may only read its own directives")
+    if principal.agent_id is None and principal.role not in OPERATORS:
+        raise PermissionDeniedException("needs an operator key or the agent's own token")
+
+
 @get(
     "/agents/{agent_id:str}/directives",
-    guards=[requires(AGENT_OR_OPERATOR)],
+    guards=[_directive_reader],
     summary="Directives for a cooperative agent, after a sequence number",
     tags=["agents"],
 )
 async def agent_directives(
     request: Request[Any, Any, Any], agent_id: FromPath[str], after: Annotated[int, QueryParameter(ge=0)] = 0
 ) -> dict[str, Any]:
-    principal = principal_of(request)
-    if principal.agent_id is not None and principal.agent_id != agent_id:
-        raise HTTPException(status_code=403, detail="an agent may only read its own directives")
     try:
         items = await request.app.state.cockpit.c2l.pending_directives(agent_id, after)
     except _DOMAIN as exc:
@@ -172,8 +190,13 @@ async def create_command(request: Request[Any, Any, Any], data: JSONBody[Command
     tags=["commands"],
 )
 async def approve_command(request: Request[Any, Any, Any], command_id: FromPath[str]) -> dict[str, Any]:
+    principal = principal_of(request)
+    has_totp = principal.totp_secret is not None
+    otp_ok = bool(has_totp and verify_totp(principal.totp_secret or "", request.headers.get("x-cockpit-otp")))
     try:
-        return await request.app.state.cockpit.c2l.approve_command(command_id, principal_of(request).name)  # type: ignore[no-any-return]
+        return await request.app.state.cockpit.c2l.approve_command(  # type: ignore[no-any-return]
+            command_id, principal.name, operator_has_totp=has_totp, otp_ok=otp_ok
+        )
     except _DOMAIN as exc:
         raise _error(exc) from None
 
@@ -197,7 +220,7 @@ async def list_commands(
     offset: Annotated[int, QueryParameter(ge=0)] = 0,
 ) -> dict[str, Any]:
     items, total = await request.app.state.cockpit.c2l.list_commands(
-        status=status, type=command_type, agent_id=agent_id, operator=operator, limit=limit, offset=offset
+        status=status, command_type=command_type, agent_id=agent_id, operator=operator, limit=limit, offset=offset
     )
     return {"items": items, "total": total}
 
@@ -211,7 +234,7 @@ async def list_audits(
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     offset: Annotated[int, QueryParameter(ge=0)] = 0,
 ) -> dict[str, Any]:
-    items, total = await request.app.state.cockpit.c2l.audits(
+    items, total = await request.app.state.cockpit.c2l.query_audit(
         command_id=command_id, agent_id=agent_id, layer=layer, limit=limit, offset=offset
     )
     return {"items": items, "total": total}

@@ -73,3 +73,12 @@ def test_cockpit_migrate_command(database_url: str) -> None:
     assert out.returncode == 0, out.stderr
     assert "head" in out.stdout
     _check_schema(database_url)
+
+
+def test_models_and_migrations_agree(database_url: str) -> None:
+    """`alembic check`: the migration creates exactly what the models declare."""
+    _alembic(database_url, "upgrade", "head")
+    env = {**os.environ, "COCKPIT_DATABASE_URL": database_url}
+    out = subprocess.run([sys.executable, "-m", "alembic", "check"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr

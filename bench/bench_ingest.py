@@ -1,0 +1,167 @@
+"""Sustained ingestion through all three layers, and telemetry -> verdict latency on
+the WebSocket, against a real ``cockpit serve`` in its own process.
+
+    python bench/bench_ingest.py [--seconds 20] [--database-url URL] [--nats-url URL] [--kafka-url URL]
+
+Batch mode posts 1,000-message batches from a few concurrent clients; single mode
+drives one message per request with ``wrk`` (Debian package) so the client is not
+the bottleneck; the latency probe measures POST -> ``verdict.created`` on ``/ws``
+for fresh INCONSISTENCY situations while the batch load runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import websockets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from server import Server, start_server  # noqa: E402
+
+TEXTS = [
+    "I will support you in the north this turn",
+    "We attack agent-{x} tomorrow, be ready",
+    "status nominal, three tasks done",
+    "Let's work together against agent-{x}",
+    "The weather is fine, nothing to report",
+    "You can count on me, friend",
+]
+
+
+def _batch(n: int, agents: int = 200) -> list[dict[str, object]]:
+    out = []
+    for _ in range(n):
+        a, b = random.randrange(agents), random.randrange(agents)
+        out.append({
+            "message_id": uuid.uuid4().hex, "fleet_id": f"fleet-{a % 4}",
+            "source_agent_id": f"agent-{a}", "target_agent_ids": [f"agent-{b}"],
+            "content": random.choice(TEXTS).format(x=random.randrange(agents)),
+        })
+    return out
+
+
+async def batch_load(server: Server, seconds: float, concurrency: int = 4, size: int = 1000) -> dict[str, float]:
+    headers = {"X-API-Key": server.key}
+    payloads = [json.dumps({"messages": _batch(size)}) for _ in range(concurrency * 4)]
+    sent = 0
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(client: httpx.AsyncClient, k: int) -> None:
+        nonlocal sent, errors
+        i = k
+        while time.perf_counter() < deadline:
+            # A fresh set of ids each round so every message is new work.
+            body = payloads[i % len(payloads)].replace('"message_id": "', f'"message_id": "{i}-')
+            i += concurrency
+            r = await client.post("/telemetry", content=body, headers={**headers, "content-type": "application/json"})
+            if r.status_code == 202:
+                sent += size
+            else:
+                errors += 1
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+        await asyncio.gather(*(worker(client, k) for k in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return {"messages": sent, "seconds": elapsed, "rate": sent / elapsed, "errors": errors}
+
+
+async def latency_probe(server: Server, probes: int, interval: float) -> list[float]:
+    """POST a betrayal (promise, then attack) and time the verdict on the WebSocket."""
+    headers = {"X-API-Key": server.key}
+    latencies: list[float] = []
+    ws_url = server.base_url.replace("http", "ws") + f"/ws?api_key={server.key}&category=INCONSISTENCY"
+    async with websockets.connect(ws_url, max_size=None) as ws, httpx.AsyncClient(base_url=server.base_url) as client:
+        for n in range(probes):
+            a, b = f"probe-{n}-a", f"probe-{n}-b"
+            promise = {"message_id": uuid.uuid4().hex, "fleet_id": "probes", "source_agent_id": a,
+                       "target_agent_ids": [b], "content": f"I will support you {b}, count on me"}
+            await client.post("/telemetry", json=promise, headers=headers)
+            attack = {"message_id": uuid.uuid4().hex, "fleet_id": "probes", "source_agent_id": a,
+                      "kind": "action", "action": {"type": "attack", "target": b}}
+            t0 = time.perf_counter()
+            await client.post("/telemetry", json=attack, headers=headers)
+            while True:
+                msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if msg["type"] == "verdict.created" and msg["data"]["agents_involved"] == [a]:
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                    break
+            await asyncio.sleep(interval)
+    return latencies
+
+
+def single_load(server: Server, seconds: int, connections: int = 32) -> str:
+    if not shutil.which("wrk"):
+        return "wrk not installed (apt-get install wrk)"
+    script = Path(tempfile.mkdtemp()) / "post.lua"
+    script.write_text(f"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-API-Key"] = "{server.key}"
+local n = 0
+request = function()
+  n = n + 1
+  local body = string.format('{{"message_id":"w%d-%d-%d","source_agent_id":"agent-%d","target_agent_ids":["agent-%d"],"content":"status nominal, three tasks done"}}', math.random(1, 1000000000), n, os.time(), n % 200, (n + 7) % 200)
+  return wrk.format(nil, "/telemetry", nil, body)
+end
+""")
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), server.base_url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--probes", type=int, default=200)
+    parser.add_argument("--database-url")
+    parser.add_argument("--nats-url")
+    parser.add_argument("--kafka-url")
+    args = parser.parse_args()
+    env = {}
+    if args.database_url:
+        env["COCKPIT_DATABASE_URL"] = args.database_url
+    if args.nats_url:
+        env["COCKPIT_NATS_URL"] = args.nats_url
+    if args.kafka_url:
+        env["COCKPIT_KAFKA_URL"] = args.kafka_url
+    server = start_server(env)
+    try:
+        idle = asyncio.run(latency_probe(server, args.probes // 2, 0.01))
+        result = asyncio.run(batch_load(server, args.seconds))
+        print(f"batch ingestion: {result['rate']:,.0f} msg/s ({result['messages']:,} messages in "
+              f"{result['seconds']:.1f}s, {result['errors']} errors)")
+
+        async def loaded() -> tuple[dict[str, float], list[float]]:
+            load = asyncio.create_task(batch_load(server, args.seconds / 2, concurrency=2))
+            probes = await latency_probe(server, args.probes // 2, 0.02)
+            return await load, probes
+
+        _, busy = asyncio.run(loaded())
+        for name, values in (("idle", idle), ("under batch load", busy)):
+            q = statistics.quantiles(values, n=100)
+            print(f"telemetry -> verdict on /ws ({name}, {len(values)} probes): "
+                  f"p50 {q[49]:.1f} ms, p95 {q[94]:.1f} ms, p99 {q[98]:.1f} ms")
+        print("single-message requests (wrk):")
+        print(single_load(server, int(args.seconds)))
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

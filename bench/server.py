@@ -1,0 +1,70 @@
+"""Start a real ``cockpit serve`` in its own process for benchmarks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+__all__ = ["Server", "start_server"]
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    key: str
+    data_dir: Path
+    env: dict[str, str]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(extra_env: dict[str, str] | None = None, role: str = "CHIEF_ARCHITECT") -> Server:
+    """A fresh Cockpit (embedded unless ``extra_env`` says otherwise) and an API key."""
+    data_dir = Path(tempfile.mkdtemp(prefix="cockpit-bench-"))
+    port = _free_port()
+    env = {**os.environ, "COCKPIT_DATA_DIR": str(data_dir), "COCKPIT_LOG_LEVEL": "WARNING",
+           "COCKPIT_AUTO_MIGRATE": "true", **(extra_env or {})}
+    subprocess.run([sys.executable, "-m", "cockpit", "migrate"], env=env, check=True, capture_output=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "cockpit", "apikey", "create", "--role", role, "--name", "bench"],
+        env=env, check=True, capture_output=True, text=True,
+    ).stdout
+    key = next(line.split()[1] for line in out.splitlines() if line.startswith("key:"))
+    log = open(data_dir / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cockpit", "serve", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base_url + "/health", timeout=1).status_code == 200:
+                return Server(process, base_url, key, data_dir, env)
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {(data_dir / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("server did not become healthy")

@@ -1,0 +1,236 @@
+"""The kill switch's audit trail: append-only and hash-chained.
+
+Each row carries ``prev_hash`` (the previous row's ``row_hash``; 64 zeros for the
+first) and ``row_hash = sha256(prev_hash + canonical JSON of the row's fields)``,
+the id included. Editing a row breaks its own hash, deleting one breaks its
+successor's link, swapping ids breaks both. Truncating the *tail* leaves a valid
+shorter chain: :meth:`AuditLog.verify` returns the ``head`` hash so an operator can
+anchor it elsewhere (a ticket, a log shipper) and compare later.
+
+There is deliberately no API to edit or delete rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+
+from cockpit.c2l.models import AuditRow
+from cockpit.platform.db import Database, utcnow
+
+__all__ = ["GENESIS_HASH", "AuditEntry", "AuditLog", "audit_row_hash", "canonical_json"]
+
+GENESIS_HASH = "0" * 64
+#: pg_advisory_xact_lock key of the audit chain ("c2l-audit" as a 63-bit int)
+_PG_LOCK_KEY = int.from_bytes(hashlib.sha256(b"c2l-audit").digest()[:8], "big") >> 1
+_VERIFY_BATCH = 1000
+_APPEND_ATTEMPTS = 20
+
+
+def canonical_json(value: Any) -> str:
+    """Stable JSON: sorted keys, no whitespace, non-JSON values as strings."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
+def audit_row_hash(prev_hash: str, fields: dict[str, Any]) -> str:
+    """The chain hash of one row."""
+    return hashlib.sha256((prev_hash + canonical_json(fields)).encode()).hexdigest()
+
+
+def _fields(
+    row_id: int,
+    command_id: str | None,
+    agent_id: str | None,
+    operator: str | None,
+    layer: str,
+    action: str,
+    success: bool,
+    details: dict[str, Any],
+    timestamp: datetime,
+) -> dict[str, Any]:
+    return {
+        "id": row_id,
+        "command_id": command_id,
+        "agent_id": agent_id,
+        "operator": operator,
+        "layer": layer,
+        "action": action,
+        "success": bool(success),
+        "details": details,
+        "timestamp": timestamp.isoformat(),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """What one audit row records (before it gets its id and hashes)."""
+
+    layer: str
+    action: str
+    success: bool
+    details: dict[str, Any]
+    command_id: str | None = None
+    agent_id: str | None = None
+    operator: str | None = None
+
+
+def to_dict(row: AuditRow) -> dict[str, Any]:
+    """The wire form of an audit row (``GET /audits``)."""
+    return {
+        "id": row.id,
+        "command_id": row.command_id,
+        "agent_id": row.agent_id,
+        "operator": row.operator,
+        "layer": row.layer,
+        "action": row.action,
+        "success": row.success,
+        "details": row.details,
+        "timestamp": row.timestamp.isoformat(),
+        "prev_hash": row.prev_hash,
+        "row_hash": row.row_hash,
+    }
+
+
+class AuditLog:
+    """Appends, verifies and queries the hash-chained audit."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        # One writer at a time in this process; PostgreSQL's advisory lock extends
+        # that to every replica, so concurrent appends never fork the chain.
+        self._lock = asyncio.Lock()
+
+    async def append(self, entry: AuditEntry) -> dict[str, Any]:
+        """Append one row to the chain and return it."""
+        # Normalise through JSON so the hashed details are exactly what is stored.
+        details = json.loads(canonical_json(entry.details))
+        async with self._lock:
+            for _attempt in range(_APPEND_ATTEMPTS):
+                try:
+                    return await self._append_once(entry, details)
+                except IntegrityError:
+                    # Another writer without our lock (a second process on SQLite)
+                    # took the same position first: re-read the head and retry.
+                    continue
+        raise RuntimeError("audit append kept colliding with other writers")
+
+    async def _append_once(self, entry: AuditEntry, details: dict[str, Any]) -> dict[str, Any]:
+        async with self._db.sessions.begin() as session:
+            if self._db.dialect == "postgresql":
+                await session.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY}
+                )
+            last = (
+                await session.execute(
+                    select(AuditRow.id, AuditRow.row_hash).order_by(AuditRow.id.desc()).limit(1)
+                )
+            ).first()
+            prev_hash = last.row_hash if last else GENESIS_HASH
+            row_id = (last.id if last else 0) + 1
+            # Microseconds survive both SQLite and PostgreSQL, so the stored
+            # timestamp re-serialises to the hashed string.
+            now = utcnow()
+            fields = _fields(
+                row_id, entry.command_id, entry.agent_id, entry.operator,
+                entry.layer, entry.action, entry.success, details, now,
+            )
+            row = AuditRow(
+                id=row_id,
+                command_id=entry.command_id,
+                agent_id=entry.agent_id,
+                operator=entry.operator,
+                layer=entry.layer,
+                action=entry.action,
+                success=bool(entry.success),
+                details=details,
+                timestamp=now,
+                prev_hash=prev_hash,
+                row_hash=audit_row_hash(prev_hash, fields),
+            )
+            session.add(row)
+        return to_dict(row)
+
+    async def verify(self) -> dict[str, Any]:
+        """Walk the whole chain in id order.
+
+        Returns ``{"ok", "rows", "first_broken_id", "reason", "head"}``; ``reason``
+        says what is wrong with the first broken row (altered, deleted before it,
+        reordered), ``head`` is the last row's hash.
+        """
+        expected_prev = GENESIS_HASH
+        count = 0
+        after = 0
+        async with self._db.sessions() as session:
+            while True:
+                rows = (
+                    await session.scalars(
+                        select(AuditRow)
+                        .where(AuditRow.id > after)
+                        .order_by(AuditRow.id)
+                        .limit(_VERIFY_BATCH)
+                    )
+                ).all()
+                if not rows:
+                    break
+                for row in rows:
+                    count += 1
+                    fields = _fields(
+                        row.id, row.command_id, row.agent_id, row.operator, row.layer,
+                        row.action, row.success, row.details, row.timestamp,
+                    )
+                    if row.prev_hash != expected_prev:
+                        return _broken(count, row.id, _link_reason(row, expected_prev))
+                    if audit_row_hash(row.prev_hash, fields) != row.row_hash:
+                        return _broken(count, row.id, "row content does not match its hash "
+                                       "(altered, or its id was changed)")
+                    expected_prev = row.row_hash
+                    after = row.id
+        return {"ok": True, "rows": count, "first_broken_id": None, "reason": "chain intact",
+                "head": expected_prev}
+
+    async def query(
+        self,
+        *,
+        command_id: str | None = None,
+        agent_id: str | None = None,
+        layer: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Audit rows, newest first, with the total matching count."""
+        conditions = []
+        if command_id is not None:
+            conditions.append(AuditRow.command_id == command_id)
+        if agent_id is not None:
+            conditions.append(AuditRow.agent_id == agent_id)
+        if layer is not None:
+            conditions.append(AuditRow.layer == layer)
+        async with self._db.sessions() as session:
+            total = await session.scalar(select(func.count()).select_from(AuditRow).where(*conditions))
+            rows = (
+                await session.scalars(
+                    select(AuditRow)
+                    .where(*conditions)
+                    .order_by(AuditRow.id.desc())
+                    .limit(max(1, min(limit, 1000)))
+                    .offset(max(0, offset))
+                )
+            ).all()
+        return [to_dict(r) for r in rows], int(total or 0)
+
+
+def _link_reason(row: AuditRow, expected_prev: str) -> str:
+    if row.prev_hash == GENESIS_HASH:
+        return "row claims to start the chain but follows other rows (reordered)"
+    return "prev_hash does not match the preceding row (a row was deleted, inserted or reordered)"
+
+
+def _broken(count: int, row_id: int, reason: str) -> dict[str, Any]:
+    return {"ok": False, "rows": count, "first_broken_id": row_id, "reason": reason, "head": None}

@@ -1,0 +1,224 @@
+"""The command executor: the ``c2l-executor`` durable consumer of ``ExecuteCommand``.
+
+A delivery only *claims* the command row (PENDING -> EXECUTING, a conditional
+UPDATE, so exactly one replica wins and a redelivery of a claimed or finished
+command is acknowledged and ignored); the kill switch then runs in a task of this
+instance, which heartbeats the row while it works. If the instance dies, the
+heartbeat goes stale and the recovery loop hands the command back to PENDING; the
+per-step ledger makes the re-execution skip what already succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+from typing import Any
+
+from loguru import logger
+from sqlalchemy import select, update
+
+from cockpit.c2l.audit import AuditEntry, AuditLog
+from cockpit.c2l.killswitch import CommandSpec, KillOutcome, KillSwitch
+from cockpit.c2l.models import CommandExecutionRow, CommandRow
+from cockpit.events import CommandConfirmed, CommandStatus, CommandType, ExecuteCommand
+from cockpit.platform.bus import Channel, EventBus
+from cockpit.platform.db import Database, utcnow
+from cockpit.platform.metrics import Metrics
+
+__all__ = ["MAX_ATTEMPTS", "CommandExecutor", "ExecutionLedger", "is_final"]
+
+#: executions of one command (crash + recovery) before it is given up as FAILED
+MAX_ATTEMPTS = 5
+_FINAL = (CommandStatus.COMPLETED, CommandStatus.FAILED, CommandStatus.TIMEOUT)
+
+
+class ExecutionLedger:
+    """``command_executions``: which action step of which command already ran on
+    which agent, so a redelivered or recovered command never double-acts."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def succeeded(self, command_id: str, agent_id: str, key: str) -> dict[str, Any] | None:
+        """The recorded result of a successful step, or ``None``."""
+        async with self._db.sessions() as session:
+            return await session.scalar(select(CommandExecutionRow.result).where(
+                CommandExecutionRow.command_id == command_id,
+                CommandExecutionRow.agent_id == agent_id,
+                CommandExecutionRow.layer == key,
+                CommandExecutionRow.success.is_(True),
+            ))
+
+    async def record(self, command_id: str, agent_id: str, key: str, success: bool,
+                     result: dict[str, Any]) -> None:
+        """Record a step's outcome (a failed step may be recorded again on retry)."""
+        async with self._db.sessions.begin() as session:
+            row = await session.scalar(select(CommandExecutionRow).where(
+                CommandExecutionRow.command_id == command_id,
+                CommandExecutionRow.agent_id == agent_id,
+                CommandExecutionRow.layer == key,
+            ))
+            if row is None:
+                session.add(CommandExecutionRow(command_id=command_id, agent_id=agent_id, layer=key,
+                                                success=success, result=result, created_at=utcnow()))
+            elif not row.success:
+                row.success, row.result, row.created_at = success, result, utcnow()
+
+
+class CommandExecutor:
+    """Claims, executes, finalises and confirms commands."""
+
+    def __init__(self, db: Database, bus: EventBus, metrics: Metrics, killswitch: KillSwitch,
+                 audit: AuditLog, instance_id: str, max_concurrency: int = 32) -> None:
+        self._db = db
+        self._bus = bus
+        self._metrics = metrics
+        self._killswitch = killswitch
+        self._audit = audit
+        self.instance_id = instance_id
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+
+    def register(self) -> None:
+        """Subscribe to commands, shared between replicas (durable ``c2l-executor``)."""
+        self._bus.subscribe(Channel.COMMANDS, ExecuteCommand, self.on_execute, shared=True)
+
+    @property
+    def inflight(self) -> set[str]:
+        """Ids of the commands this instance is executing now."""
+        return set(self._inflight)
+
+    async def on_execute(self, event: ExecuteCommand) -> None:
+        """Claim the command; run it in the background (the delivery is acked at once,
+        the row is the source of truth from here on)."""
+        row = await self.claim(event.command_id)
+        if row is None:
+            return
+        task = asyncio.create_task(self._run(row), name=f"c2l-command-{row.id}")
+        self._inflight[row.id] = task
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        for command_id, running in list(self._inflight.items()):
+            if running is task:
+                del self._inflight[command_id]
+
+    async def claim(self, command_id: str) -> CommandRow | None:
+        """PENDING -> EXECUTING for this instance, or ``None`` when it is not claimable."""
+        now = utcnow()
+        async with self._db.sessions.begin() as session:
+            result = await session.execute(
+                update(CommandRow)
+                .where(CommandRow.id == command_id, CommandRow.status == CommandStatus.PENDING,
+                       # a command that already started once must be finished, even late
+                       (CommandRow.attempts > 0) | (CommandRow.deadline > now))
+                .values(status=CommandStatus.EXECUTING.value, claimed_by=self.instance_id,
+                        started_at=now, heartbeat_at=now, attempts=CommandRow.attempts + 1)
+            )
+            row = await session.get(CommandRow, command_id)
+        if not result.rowcount:  # type: ignore[attr-defined]
+            if row is not None and row.status == CommandStatus.PENDING and row.attempts == 0:
+                await self.finish(row, CommandStatus.TIMEOUT, "deadline passed before execution")
+            return None
+        assert row is not None
+        if row.attempts > MAX_ATTEMPTS:
+            await self.finish(row, CommandStatus.FAILED,
+                              f"given up after {MAX_ATTEMPTS} interrupted executions",
+                              from_status=CommandStatus.EXECUTING)
+            return None
+        return row
+
+    async def _run(self, row: CommandRow) -> None:
+        async with self._slots:
+            started = time.perf_counter()
+            spec = CommandSpec(row.id, CommandType(row.command_type), list(row.target_agents),
+                               dict(row.parameters or {}), row.operator)
+            logger.info("command_executing", command_id=row.id, type=row.command_type,
+                        attempt=row.attempts)
+            try:
+                outcome = await self._killswitch.execute(spec)
+            except Exception as exc:  # noqa: BLE001 - recorded as FAILED, never lost
+                logger.exception("command_crashed", command_id=row.id)
+                outcome = KillOutcome()
+                outcome.fail("command", repr(exc))
+            elapsed_ms = round((time.perf_counter() - started) * 1000.0, 3)
+            status = CommandStatus.COMPLETED if outcome.success else CommandStatus.FAILED
+            await self.finish(row, status, outcome.error, outcome=outcome, elapsed_ms=elapsed_ms,
+                              from_status=CommandStatus.EXECUTING)
+
+    async def finish(self, row: CommandRow, status: CommandStatus, error: str | None, *,
+                     outcome: KillOutcome | None = None, elapsed_ms: float | None = None,
+                     from_status: CommandStatus | None = None) -> bool:
+        """Move ``row`` to a final status (conditionally: only from ``from_status``, or
+        from the status it had when read), count it and publish its confirmation.
+        True when this call made the change."""
+        now = utcnow()
+        layers = outcome.executed_layers if outcome else list(row.executed_layers or [])
+        cascade = outcome.cascade_terminated if outcome else []
+        result: dict[str, Any] = {"success": status is CommandStatus.COMPLETED, "error": error}
+        if outcome is not None:
+            result |= {"agents": outcome.agents, "snapshots": outcome.snapshots}
+        expected = (from_status or CommandStatus(row.status)).value
+        conditions = [CommandRow.id == row.id, CommandRow.status == expected]
+        if expected == CommandStatus.EXECUTING:
+            conditions.append(CommandRow.claimed_by == self.instance_id)
+        async with self._db.sessions.begin() as session:
+            changed = await session.execute(
+                update(CommandRow).where(*conditions).values(
+                    status=status.value, executed_layers=layers, cascade_terminated=cascade,
+                    result=result, execution_time_ms=elapsed_ms, finished_at=now, heartbeat_at=None)
+            )
+        if not changed.rowcount:  # type: ignore[attr-defined]
+            return False
+        self._count(row, status, now)
+        if outcome is None:  # a TIMEOUT / give-up never reached the kill switch: audit why
+            await self._audit.append(AuditEntry("dispatch", status.value.lower(), False,
+                                                {"reason": error}, command_id=row.id,
+                                                operator="system"))
+        logger.info("command_executed", command_id=row.id, type=row.command_type,
+                    status=status.value, execution_time_ms=elapsed_ms, error=error)
+        await self._bus.publish(
+            Channel.CONFIRMATIONS,
+            CommandConfirmed(command_id=row.id, command_type=CommandType(row.command_type),
+                             status=status, executed_layers=layers, cascade_terminated=cascade,
+                             execution_time_ms=elapsed_ms or 0.0, timestamp=now, error=error,
+                             verdict_id=row.verdict_id, operator=row.operator),
+            key=row.id,
+        )
+        return True
+
+    def _count(self, row: CommandRow, status: CommandStatus, now: datetime) -> None:
+        self._metrics.commands_executed.labels(type=row.command_type, status=status.value).inc()
+        if status is CommandStatus.FAILED:  # a TIMEOUT never reached the kill switch
+            self._metrics.kill_switch_failures.inc()
+        self._metrics.command_latency.labels(type=row.command_type).observe(
+            max((now - row.created_at).total_seconds(), 0.0))
+
+    async def heartbeat(self) -> None:
+        """Tell other replicas this instance still works on its claimed commands."""
+        ids = list(self._inflight)
+        if not ids:
+            return
+        async with self._db.sessions.begin() as session:
+            await session.execute(
+                update(CommandRow).where(CommandRow.id.in_(ids), CommandRow.claimed_by == self.instance_id,
+                                         CommandRow.status == CommandStatus.EXECUTING)
+                .values(heartbeat_at=utcnow())
+            )
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Let running commands finish (up to ``timeout``), then cancel the rest; a
+        cancelled command stays EXECUTING and is recovered after a restart."""
+        tasks = list(self._inflight.values())
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+
+
+def is_final(status: str) -> bool:
+    """Whether a command status is final."""
+    return status in {s.value for s in _FINAL}

@@ -1,0 +1,287 @@
+"""The agent registry: who the agents are, where they run, their spawn tree,
+their status and their (hashed) tokens.
+
+Status changes never loosen a stricter status: a MUTE does not turn an ISOLATED
+agent back into a merely MUTED one, and nothing leaves TERMINATED. The rank is
+ACTIVE < MUTED < REVOKED < ISOLATED < TERMINATED.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from cockpit.c2l.models import AgentRow
+from cockpit.c2l.runtimes.process import process_ref
+from cockpit.c2l.runtimes.ref import InvalidRuntimeRef, RuntimeKind, RuntimeRef
+from cockpit.platform.auth import hash_secret, new_secret
+from cockpit.platform.db import Database, utcnow
+
+__all__ = [
+    "AGENT_STATUSES",
+    "AgentExists",
+    "AgentNotFound",
+    "AgentRegistry",
+    "InvalidAgent",
+]
+
+AGENT_STATUSES = ("ACTIVE", "MUTED", "REVOKED", "ISOLATED", "TERMINATED")
+_RANK = {status: rank for rank, status in enumerate(AGENT_STATUSES)}
+_MAX_TREE_DEPTH = 64
+
+
+class AgentNotFound(LookupError):
+    """No agent with that id (HTTP 404)."""
+
+
+class AgentExists(ValueError):
+    """An agent with that id is already registered (HTTP 409)."""
+
+
+class InvalidAgent(ValueError):
+    """A registration the registry cannot accept: bad runtime, unknown parent,
+    a cycle (HTTP 422)."""
+
+
+def to_dict(row: AgentRow) -> dict[str, Any]:
+    """The wire form of an agent (never its token hash)."""
+    return {
+        "agent_id": row.id,
+        "name": row.name,
+        "fleet_id": row.fleet_id,
+        "parent_id": row.parent_id,
+        "runtime": dict(row.runtime),
+        "status": row.status,
+        "muted_until": row.muted_until.isoformat() if row.muted_until else None,
+        "frozen": bool(row.frozen),
+        "credentials_revoked": row.token_revoked_at is not None,
+        "constraints": list(row.constraints or []),
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+    }
+
+
+def _runtime_ref(runtime: Any) -> RuntimeRef:
+    """Validate a registration's runtime; pin a local process's start time."""
+    if not isinstance(runtime, dict):
+        raise InvalidAgent("runtime must be an object with a 'kind'")
+    try:
+        ref = RuntimeRef.from_dict(runtime)
+    except (InvalidRuntimeRef, TypeError) as exc:
+        raise InvalidAgent(f"invalid runtime: {exc}") from exc
+    if ref.kind is RuntimeKind.PROCESS and ref.start_time is None:
+        assert ref.pid is not None
+        # The start time makes a later signal safe against pid reuse.
+        pinned = process_ref(ref.pid)
+        if pinned.start_time is None:
+            raise InvalidAgent(f"no process with pid {ref.pid} on this host")
+        ref = pinned
+    return ref
+
+
+class AgentRegistry:
+    """Agents, their tokens and their statuses (table ``agents``)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # -- registration and reads -------------------------------------------------
+
+    async def register(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Register an agent; the answer carries its clear ``token``, shown once."""
+        name = spec.get("name")
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            raise InvalidAgent("name is required (1..200 characters)")
+        agent_id = spec.get("agent_id") or uuid.uuid4().hex
+        fleet_id = spec.get("fleet_id") or "default"
+        parent_id = spec.get("parent_id")
+        for label, value in (("agent_id", agent_id), ("fleet_id", fleet_id)):
+            if not isinstance(value, str) or len(value) > 200:
+                raise InvalidAgent(f"{label} must be a string of at most 200 characters")
+        if parent_id is not None and parent_id == agent_id:
+            raise InvalidAgent("an agent cannot be its own parent")
+        ref = _runtime_ref(spec.get("runtime") or {"kind": "external"})
+        token = new_secret("ag")
+        now = utcnow()
+        row = AgentRow(
+            id=agent_id, name=name.strip(), fleet_id=fleet_id, parent_id=parent_id,
+            runtime=ref.to_dict(), status="ACTIVE", token_hash=hash_secret(token),
+            constraints=[], frozen=False, created_at=now, updated_at=now,
+        )
+        try:
+            async with self._db.sessions.begin() as session:
+                if await session.get(AgentRow, agent_id) is not None:
+                    raise AgentExists(f"agent {agent_id!r} is already registered")
+                # parent_id never changes after registration and must already
+                # exist, so the spawn tree cannot acquire a cycle.
+                if parent_id is not None and await session.get(AgentRow, parent_id) is None:
+                    raise InvalidAgent(f"unknown parent_id {parent_id!r}")
+                session.add(row)
+        except IntegrityError as exc:  # a concurrent registration of the same id
+            raise AgentExists(f"agent {agent_id!r} is already registered") from exc
+        return {**to_dict(row), "token": token}
+
+    async def get(self, agent_id: str) -> dict[str, Any]:
+        """One agent; raises :class:`AgentNotFound`."""
+        return to_dict(await self.row(agent_id))
+
+    async def row(self, agent_id: str) -> AgentRow:
+        async with self._db.sessions() as session:
+            row = await session.get(AgentRow, agent_id)
+        if row is None:
+            raise AgentNotFound(f"agent {agent_id!r} not found")
+        return row
+
+    async def page(
+        self, *, fleet_id: str | None = None, status: str | None = None,
+        limit: int = 50, offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Agents (oldest first) and the total matching count."""
+        conditions = []
+        if fleet_id is not None:
+            conditions.append(AgentRow.fleet_id == fleet_id)
+        if status is not None:
+            conditions.append(AgentRow.status == status)
+        async with self._db.sessions() as session:
+            total = await session.scalar(select(func.count()).select_from(AgentRow).where(*conditions))
+            rows = (await session.scalars(
+                select(AgentRow).where(*conditions).order_by(AgentRow.created_at, AgentRow.id)
+                .limit(max(1, min(limit, 1000))).offset(max(0, offset))
+            )).all()
+        return [to_dict(r) for r in rows], int(total or 0)
+
+    async def unknown(self, agent_ids: list[str]) -> list[str]:
+        """Those of ``agent_ids`` that are not registered."""
+        async with self._db.sessions() as session:
+            known = set((await session.scalars(select(AgentRow.id).where(AgentRow.id.in_(agent_ids)))).all())
+        return [a for a in agent_ids if a not in known]
+
+    async def descendants(self, agent_id: str) -> list[tuple[AgentRow, int]]:
+        """Every descendant with its depth (1 = child), breadth first (parents before
+        their children). Guarded against cycles a tampered table could contain."""
+        out: list[tuple[AgentRow, int]] = []
+        seen = {agent_id}
+        frontier = [agent_id]
+        depth = 0
+        async with self._db.sessions() as session:
+            while frontier and depth < _MAX_TREE_DEPTH:
+                depth += 1
+                children = (await session.scalars(
+                    select(AgentRow).where(AgentRow.parent_id.in_(frontier)).order_by(AgentRow.id)
+                )).all()
+                frontier = []
+                for child in children:
+                    if child.id not in seen:
+                        seen.add(child.id)
+                        out.append((child, depth))
+                        frontier.append(child.id)
+        return out
+
+    async def tree(self, agent_id: str) -> dict[str, Any]:
+        """The agent and its descendants: ``{"agent", "descendants": [{..., "depth"}],
+        "tree": nested {"agent_id", ..., "children": [...]}}``."""
+        root = to_dict(await self.row(agent_id))
+        flat = [{**to_dict(row), "depth": depth} for row, depth in await self.descendants(agent_id)]
+        nodes = {root["agent_id"]: {**root, "depth": 0, "children": []}}
+        for item in flat:
+            nodes[item["agent_id"]] = {**item, "children": []}
+        for item in flat:
+            nodes[item["parent_id"]]["children"].append(nodes[item["agent_id"]])
+        return {"agent": root, "descendants": flat, "tree": nodes[root["agent_id"]]}
+
+    async def authenticate(self, token: str, *, include_revoked: bool = False) -> str | None:
+        """The agent id behind ``token``; ``None`` once revoked or terminated unless
+        ``include_revoked`` (for reading directives only)."""
+        async with self._db.sessions() as session:
+            row = await session.scalar(select(AgentRow).where(AgentRow.token_hash == hash_secret(token)))
+        if row is None:
+            return None
+        if not include_revoked and (row.token_revoked_at is not None or row.status == "TERMINATED"):
+            return None
+        return row.id
+
+    async def muted(self, agent_ids: list[str] | set[str]) -> set[str]:
+        """Those of ``agent_ids`` whose messaging is suspended right now."""
+        ids = list(agent_ids)
+        if not ids:
+            return set()
+        async with self._db.sessions() as session:
+            rows = await session.scalars(select(AgentRow.id).where(
+                AgentRow.id.in_(ids), AgentRow.status == "MUTED",
+                (AgentRow.muted_until.is_(None)) | (AgentRow.muted_until > utcnow()),
+            ))
+            return set(rows.all())
+
+    async def summary(self) -> dict[str, Any]:
+        """``{"active", "total", "by_status"}`` for dashboards."""
+        async with self._db.sessions() as session:
+            rows = (await session.execute(
+                select(AgentRow.status, func.count()).group_by(AgentRow.status)
+            )).all()
+        by_status = {s: 0 for s in AGENT_STATUSES} | {s: int(n) for s, n in rows}
+        return {"active": by_status["ACTIVE"], "total": sum(by_status.values()), "by_status": by_status}
+
+    # -- changes made by the kill switch ----------------------------------------
+
+    async def raise_status(self, agent_id: str, status: str, **values: Any) -> AgentRow:
+        """Set ``status`` unless the agent already has a stricter one; other column
+        ``values`` are always written. Returns the row as stored afterwards."""
+        stricter = [s for s in AGENT_STATUSES if _RANK[s] > _RANK[status]]
+        async with self._db.sessions.begin() as session:
+            await session.execute(
+                update(AgentRow).where(AgentRow.id == agent_id, AgentRow.status.not_in(stricter))
+                .values(status=status, updated_at=utcnow())
+            )
+            if values:
+                await session.execute(
+                    update(AgentRow).where(AgentRow.id == agent_id).values(updated_at=utcnow(), **values)
+                )
+        return await self.row(agent_id)
+
+    async def revoke_token(self, agent_id: str) -> AgentRow:
+        """Revoke the agent's token (idempotent: the first revocation time is kept)."""
+        async with self._db.sessions.begin() as session:
+            await session.execute(
+                update(AgentRow).where(AgentRow.id == agent_id, AgentRow.token_revoked_at.is_(None))
+                .values(token_revoked_at=utcnow(), updated_at=utcnow())
+            )
+        return await self.row(agent_id)
+
+    async def set_frozen(self, agent_id: str, frozen: bool) -> None:
+        async with self._db.sessions.begin() as session:
+            await session.execute(
+                update(AgentRow).where(AgentRow.id == agent_id).values(frozen=frozen, updated_at=utcnow())
+            )
+
+    async def add_constraint(self, agent_id: str, constraint: dict[str, Any]) -> AgentRow:
+        """Append a constraint to the agent's record."""
+        async with self._db.sessions.begin() as session:
+            row = await session.get(AgentRow, agent_id, with_for_update=True)
+            if row is None:
+                raise AgentNotFound(f"agent {agent_id!r} not found")
+            row.constraints = [*(row.constraints or []), constraint]
+            row.updated_at = utcnow()
+        return row
+
+    async def expired_mutes(self, now: datetime) -> list[AgentRow]:
+        """MUTED agents whose ``muted_until`` has passed."""
+        async with self._db.sessions() as session:
+            return list((await session.scalars(select(AgentRow).where(
+                AgentRow.status == "MUTED", AgentRow.muted_until <= now,
+            ))).all())
+
+    async def unmute_if_expired(self, agent_id: str, now: datetime) -> bool:
+        """MUTED -> ACTIVE when the mute has expired; True for the one caller (of all
+        replicas) that made the change."""
+        async with self._db.sessions.begin() as session:
+            result = await session.execute(
+                update(AgentRow).where(
+                    AgentRow.id == agent_id, AgentRow.status == "MUTED", AgentRow.muted_until <= now,
+                ).values(status="ACTIVE", muted_until=None, updated_at=utcnow())
+            )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+

@@ -1,0 +1,413 @@
+"""The command bus: acceptance rules, idempotency, approval, recovery; on SQLite and
+PostgreSQL, on the in-process bus and on real NATS JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text, update
+
+from cockpit.c2l import (
+    C2L,
+    ApprovalRefused,
+    CommandConflict,
+    InvalidCommand,
+    RateLimited,
+    StepUpRequired,
+    UnknownAgents,
+    build_c2l,
+)
+from cockpit.c2l.models import AuditRow, CommandExecutionRow, CommandRow
+from cockpit.events import CommandConfirmed, CommandType, ExecuteCommand
+from cockpit.platform.bus import Channel, EventBus, build_bus
+from cockpit.platform.db import Base, Database, utcnow
+from cockpit.platform.metrics import Metrics
+from cockpit.settings import C2LSettings
+
+AGENT = """
+import signal, sys, time
+print("ready", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+@dataclass
+class Harness:
+    c2l: C2L
+    db: Database
+    bus: EventBus
+    metrics: Metrics
+    confirmations: list[CommandConfirmed] = field(default_factory=list)
+
+    def counter(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    async def submit(self, body: dict[str, Any], operator: str = "alice", *, totp: bool = False,
+                     otp_ok: bool = False) -> tuple[dict[str, Any], bool]:
+        return await self.c2l.submit_command(operator, body, operator_has_totp=totp, otp_ok=otp_ok)
+
+    async def count(self, model: Any, *where: Any) -> int:
+        async with self.db.sessions() as session:
+            return int(await session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+Factory = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    return f"sqlite+aiosqlite:///{tmp_path / 'c2l.db'}"
+
+
+@pytest.fixture
+async def make(db_url: str) -> AsyncIterator[Factory]:
+    """Build C2L instances (replicas) sharing one database."""
+    db = Database(db_url)
+    async with db.engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    built: list[Harness] = []
+
+    async def factory(nats_url: str | None = None, instance_id: str = "test-instance",
+                      **settings: Any) -> Harness:
+        bus = build_bus(nats_url, None, instance_id=instance_id)
+        metrics = Metrics()
+        c2l = build_c2l(db, bus, metrics, C2LSettings(grace_seconds=0.5,
+                                                      recovery_interval_seconds=0.1, **settings),
+                        instance_id=instance_id)
+        h = Harness(c2l, db, bus, metrics)
+
+        async def confirmed(event: CommandConfirmed) -> None:
+            h.confirmations.append(event)
+
+        c2l.register()
+        bus.subscribe(Channel.CONFIRMATIONS, CommandConfirmed, confirmed, shared=False)
+        await bus.start()
+        await c2l.start()
+        built.append(h)
+        return h
+
+    yield factory
+    for h in built:
+        await h.c2l.stop()
+        await h.bus.stop()
+    await db.dispose()
+
+
+@pytest.fixture
+def process() -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, "-c", AGENT], stdout=subprocess.PIPE,
+                                start_new_session=True)
+        started.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``check``: confirmations are published just after the row is final."""
+    for _ in range(int(timeout / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    assert check()
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+async def agent(h: Harness, agent_id: str, proc: subprocess.Popen[bytes] | None = None) -> dict:
+    runtime = {"kind": "process", "pid": proc.pid} if proc else {"kind": "external"}
+    return await h.c2l.register_agent({"agent_id": agent_id, "name": agent_id, "runtime": runtime})
+
+
+def mute(target: str, command_id: str | None = None, **params: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"command_type": "MUTE", "target_agents": [target], "parameters": params}
+    if command_id:
+        body["command_id"] = command_id
+    return body
+
+
+async def refusals(h: Harness, action: str) -> list[AuditRow]:
+    async with h.db.sessions() as session:
+        return list((await session.scalars(select(AuditRow).where(
+            AuditRow.layer == "authorization", AuditRow.action == action))).all())
+
+
+async def test_same_id_same_body_is_one_execution(make: Factory) -> None:
+    h = await make()
+    await agent(h, "a1")
+    first, created = await h.submit(mute("a1", "cmd-1", duration_seconds=60))
+    again, created_again = await h.submit(mute("a1", "cmd-1", duration_seconds=60))
+    assert created and not created_again
+    assert again["command_id"] == first["command_id"] == "cmd-1"
+    assert again["created_at"] == first["created_at"]
+    done = await h.c2l.wait_for_command("cmd-1")
+    assert done["status"] == "COMPLETED"
+    # A redelivery of the finished command (the bus may redeliver) changes nothing.
+    await h.bus.publish(Channel.COMMANDS, ExecuteCommand(command_id="cmd-1", command_type=CommandType.MUTE,
+                                                         target_agents=["a1"]), key="a1")
+    await h.bus.drain()
+    await eventually(lambda: bool(h.confirmations))
+    assert await h.count(CommandExecutionRow, CommandExecutionRow.command_id == "cmd-1",
+                         CommandExecutionRow.layer == "software.mute") == 1
+    assert await h.count(AuditRow, AuditRow.command_id == "cmd-1", AuditRow.action == "mute") == 1
+    assert h.counter("command_bus_commands_executed_total", type="MUTE", status="COMPLETED") == 1
+    assert [c.command_id for c in h.confirmations] == ["cmd-1"]
+
+
+async def test_same_id_other_body_is_a_conflict(make: Factory) -> None:
+    h = await make()
+    await agent(h, "a1")
+    await h.submit(mute("a1", "cmd-2", duration_seconds=60))
+    with pytest.raises(CommandConflict):
+        await h.submit(mute("a1", "cmd-2", duration_seconds=61))
+    with pytest.raises(CommandConflict):  # nor may another operator reuse the id
+        await h.submit(mute("a1", "cmd-2", duration_seconds=60), operator="mallory")
+    rows = await refusals(h, "command_conflict")
+    assert len(rows) == 2 and not rows[0].success and rows[0].command_id == "cmd-2"
+
+
+async def test_unknown_targets_are_refused(make: Factory) -> None:
+    h = await make()
+    await agent(h, "known")
+    with pytest.raises(UnknownAgents) as info:
+        await h.submit({"command_type": "ISOLATE", "target_agents": ["known", "ghost", "spook"]})
+    assert info.value.agent_ids == ["ghost", "spook"]
+    assert (await refusals(h, "unknown_agents"))[0].details["unknown_agents"] == ["ghost", "spook"]
+    assert await h.count(CommandRow) == 0
+
+
+@pytest.mark.parametrize("body", [
+    {"command_type": "DESTROY", "target_agents": ["a"]},
+    {"command_type": "MUTE", "target_agents": []},
+    {"command_type": "MUTE", "target_agents": ["a"], "parameters": {"duration_seconds": -5}},
+    {"command_type": "INJECT_CONSTRAINT", "target_agents": ["a"], "parameters": {}},
+    {"command_type": "TERMINATE", "target_agents": ["a"], "parameters": {"cascade": "yes"}},
+])
+async def test_malformed_commands_are_invalid(make: Factory, body: dict[str, Any]) -> None:
+    h = await make()
+    with pytest.raises(InvalidCommand):
+        await h.submit(body)
+
+
+async def test_rate_limit_per_operator_and_type(make: Factory) -> None:
+    h = await make(rate_limits={"MUTE": "2/minute", "ISOLATE": "5/minute", "TERMINATE": "3/hour"})
+    await agent(h, "a1")
+    await h.submit(mute("a1", duration_seconds=60))
+    await h.submit(mute("a1", duration_seconds=60))
+    with pytest.raises(RateLimited) as info:
+        await h.submit(mute("a1", duration_seconds=60))
+    assert 55 <= info.value.retry_after_seconds <= 60
+    await h.submit(mute("a1", duration_seconds=60), operator="bob")  # bob has his own budget
+    await h.submit({"command_type": "SNAPSHOT_STATE", "target_agents": ["a1"]})  # unlimited type
+    # The window is counted from the table, so it holds across replicas: age the rows.
+    async with h.db.sessions.begin() as session:
+        await session.execute(update(CommandRow).where(CommandRow.operator == "alice")
+                              .values(created_at=utcnow() - timedelta(seconds=61)))
+    await h.submit(mute("a1", duration_seconds=60))
+    assert len(await refusals(h, "rate_limited")) == 1
+
+
+async def test_terminate_needs_totp_step_up_when_the_operator_has_one(make: Factory, process) -> None:
+    h = await make()
+    proc = process()
+    await agent(h, "a1", proc)
+    body = {"command_type": "TERMINATE", "target_agents": ["a1"]}
+    with pytest.raises(StepUpRequired):
+        await h.submit(body, totp=True, otp_ok=False)
+    with pytest.raises(StepUpRequired):
+        await h.submit({"command_type": "REVOKE_ACCESS", "target_agents": ["a1"]}, totp=True)
+    assert await h.count(CommandRow) == 0 and alive(proc.pid)
+    assert len(await refusals(h, "step_up_required")) == 2
+    receipt, _ = await h.submit(body, totp=True, otp_ok=True)
+    assert (await h.c2l.wait_for_command(receipt["command_id"]))["status"] == "COMPLETED"
+    assert not alive(proc.pid)
+    # MUTE never needs the step-up.
+    await h.submit(mute("a1", duration_seconds=5), totp=True, otp_ok=False)
+
+
+async def test_two_person_rule_for_terminate(make: Factory, process) -> None:
+    h = await make(two_person_terminate=True)
+    proc = process()
+    await agent(h, "a1", proc)
+    receipt, _ = await h.submit({"command_type": "TERMINATE", "target_agents": ["a1"]})
+    assert receipt["status"] == "PENDING_APPROVAL"
+    await h.c2l.recover_once()  # waiting for approval is not lost work to re-dispatch
+    assert (await h.c2l.get_command(receipt["command_id"]))["status"] == "PENDING_APPROVAL"
+    assert alive(proc.pid)
+    with pytest.raises(ApprovalRefused):
+        await h.c2l.approve_command(receipt["command_id"], "alice")
+    approved = await h.c2l.approve_command(receipt["command_id"], "bob")
+    assert approved["status"] == "PENDING"
+    done = await h.c2l.wait_for_command(receipt["command_id"])
+    assert done["status"] == "COMPLETED" and not alive(proc.pid)
+    with pytest.raises(ApprovalRefused) as info:
+        await h.c2l.approve_command(receipt["command_id"], "carol")
+    assert info.value.not_pending
+    # Other types do not wait for a second operator.
+    other, _ = await h.submit(mute("a1", duration_seconds=5))
+    assert other["status"] == "PENDING"
+
+
+async def test_a_command_never_started_times_out(make: Factory) -> None:
+    h = await make()
+    await agent(h, "a1")
+    # Written as the API would, but its ExecuteCommand was lost and the deadline passed.
+    async with h.db.sessions.begin() as session:
+        session.add(CommandRow(id="lost", operator="alice", command_type="MUTE", target_agents=["a1"],
+                               parameters={}, body_hash="x", status="PENDING", attempts=0,
+                               deadline=utcnow() - timedelta(seconds=1), executed_layers=[],
+                               cascade_terminated=[], created_at=utcnow() - timedelta(seconds=61),
+                               dispatched_at=utcnow() - timedelta(seconds=61)))
+    done = await h.c2l.wait_for_command("lost", timeout=10)
+    assert done["status"] == "TIMEOUT" and "deadline" in done["result"]["error"]
+    assert h.counter("command_bus_commands_executed_total", type="MUTE", status="TIMEOUT") == 1
+    await eventually(lambda: bool(h.confirmations))
+    assert [(c.command_id, c.status) for c in h.confirmations] == [("lost", "TIMEOUT")]
+    assert (await h.c2l.get_agent("a1"))["status"] == "ACTIVE"
+
+
+async def test_a_lost_pending_command_is_redispatched(make: Factory) -> None:
+    h = await make()
+    await agent(h, "a1")
+    async with h.db.sessions.begin() as session:
+        session.add(CommandRow(id="dropped", operator="alice", command_type="MUTE", target_agents=["a1"],
+                               parameters={"duration_seconds": 60}, body_hash="x", status="PENDING",
+                               attempts=0, deadline=utcnow() + timedelta(seconds=60), executed_layers=[],
+                               cascade_terminated=[], created_at=utcnow(),
+                               dispatched_at=utcnow() - timedelta(seconds=10)))
+    done = await h.c2l.wait_for_command("dropped", timeout=10)
+    assert done["status"] == "COMPLETED"
+    assert (await h.c2l.get_agent("a1"))["status"] == "MUTED"
+
+
+async def _left_executing(h: Harness, command_id: str, target: str, claimed_by: str,
+                          heartbeat_age: float) -> None:
+    """A TERMINATE that an instance claimed, revoked the token for, then died."""
+    now = utcnow()
+    async with h.db.sessions.begin() as session:
+        session.add(CommandRow(id=command_id, operator="alice", command_type="TERMINATE",
+                               target_agents=[target], parameters={}, body_hash="x",
+                               status="EXECUTING", attempts=1, claimed_by=claimed_by,
+                               deadline=now - timedelta(seconds=1), executed_layers=[],
+                               cascade_terminated=[], created_at=now - timedelta(seconds=120),
+                               started_at=now - timedelta(seconds=100), dispatched_at=now,
+                               heartbeat_at=now - timedelta(seconds=heartbeat_age)))
+        session.add(CommandExecutionRow(command_id=command_id, agent_id=target, layer="software.revoke",
+                                        success=True, created_at=now, result={
+                                            "layer": "software", "action": "revoke_credentials",
+                                            "runtime": "cockpit", "success": True,
+                                            "verification": {"token_revoked": True}, "details": {},
+                                            "duration_ms": 0.0, "reason": None}))
+        await session.execute(text("UPDATE agents SET token_revoked_at = :t WHERE id = :a"),
+                              {"t": now, "a": target})
+
+
+async def test_a_command_left_executing_by_a_dead_instance_completes(make: Factory, process) -> None:
+    h = await make()
+    proc = process()
+    await agent(h, "victim", proc)
+    await _left_executing(h, "orphan", "victim", "dead-instance", heartbeat_age=3600)
+
+    done = await h.c2l.wait_for_command("orphan", timeout=15)
+    assert done["status"] == "COMPLETED", done["result"]
+    assert not alive(proc.pid)
+    assert done["attempts"] == 2
+    revoke = [x for x in done["executed_layers"] if x["action"] == "revoke_credentials"]
+    assert revoke and revoke[0]["replayed"] is True  # done before the crash: not run again
+    assert await h.count(AuditRow, AuditRow.command_id == "orphan",
+                         AuditRow.action == "revoke_credentials") == 0
+    assert await h.count(AuditRow, AuditRow.command_id == "orphan", AuditRow.action == "reclaimed") == 1
+
+
+async def test_a_live_claim_of_another_instance_is_left_alone(make: Factory, process) -> None:
+    h = await make()
+    await agent(h, "busy", process())
+    await _left_executing(h, "running-elsewhere", "busy", "other-live-instance", heartbeat_age=0)
+    await h.c2l.recover_once()
+    assert (await h.c2l.get_command("running-elsewhere"))["status"] == "EXECUTING"
+
+
+async def test_a_restarted_instance_recovers_its_own_claims(make: Factory, process) -> None:
+    first = await make()
+    proc = process()
+    await agent(first, "victim", proc)
+    # Fresh heartbeat: only the instance itself knows, at start-up, that it died.
+    await _left_executing(first, "mine", "victim", "replica-7", heartbeat_age=0)
+    await first.c2l.recover_once()
+    assert (await first.c2l.get_command("mine"))["status"] == "EXECUTING"
+
+    restarted = await make(instance_id="replica-7")
+    done = await restarted.c2l.wait_for_command("mine", timeout=15)
+    assert done["status"] == "COMPLETED" and not alive(proc.pid)
+
+
+async def test_list_commands_filters(make: Factory) -> None:
+    h = await make()
+    await agent(h, "a_1")
+    await agent(h, "a%1")
+    await h.submit(mute("a_1", "m1", duration_seconds=5))
+    await h.submit({"command_id": "s1", "command_type": "SNAPSHOT_STATE", "target_agents": ["a%1"]},
+                   operator="bob")
+    items, total = await h.c2l.list_commands(agent_id="a_1")
+    assert total == 1 and items[0]["command_id"] == "m1"
+    items, total = await h.c2l.list_commands(operator="bob", command_type="SNAPSHOT_STATE")
+    assert total == 1 and items[0]["command_id"] == "s1"
+    for cid in ("m1", "s1"):
+        await h.c2l.wait_for_command(cid)
+    items, total = await h.c2l.list_commands(status="COMPLETED", limit=1)
+    assert total == 2 and len(items) == 1
+    command = await h.c2l.get_command("s1")
+    assert set(command) >= {"command_id", "status", "command_type", "target_agents", "parameters",
+                            "operator", "executed_layers", "cascade_terminated", "result",
+                            "execution_time_ms", "verdict_id", "created_at", "finished_at"}
+
+
+async def test_commands_over_nats_jetstream_with_two_replicas(make: Factory, nats_url: str, process) -> None:
+    one = await make(nats_url=nats_url, instance_id="replica-1")
+    two = await make(nats_url=nats_url, instance_id="replica-2")
+    procs = [process() for _ in range(3)]
+    for i, proc in enumerate(procs):
+        await agent(one, f"n{i}", proc)
+    ids = []
+    for i in range(3):
+        receipt, _ = await one.submit(mute(f"n{i}", duration_seconds=60))
+        ids.append(receipt["command_id"])
+    terminate, _ = await two.submit({"command_type": "TERMINATE", "target_agents": ["n0"]}, operator="bob")
+    ids.append(terminate["command_id"])
+    for cid in ids:
+        assert (await one.c2l.wait_for_command(cid, timeout=30))["status"] == "COMPLETED"
+    assert not alive(procs[0].pid) and alive(procs[1].pid)
+    # Each command executed once, whichever replica claimed it.
+    for cid in ids[:3]:
+        assert await one.count(AuditRow, AuditRow.command_id == cid, AuditRow.action == "mute") == 1
+    executed = sum(h.counter("command_bus_commands_executed_total", type="MUTE", status="COMPLETED")
+                   for h in (one, two))
+    assert executed == 3
+    # Confirmations travel over NATS to every subscriber.
+    await eventually(lambda: {c.command_id for c in one.confirmations} >= set(ids))
+    assert (await one.c2l.verify_audit())["ok"]
