@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -58,6 +58,10 @@ class Telemetry(BaseModel):
             raise ValueError("action is required when kind is 'action'")
         if self.timestamp.tzinfo is None:
             raise ValueError("timestamp must carry a time zone")
+        try:
+            self.timestamp.astimezone(UTC)  # stored as UTC: 0001-01-01T00:00+14:00 is not storable
+        except OverflowError:
+            raise ValueError("timestamp is out of range once converted to UTC") from None
         return self
 
 
@@ -87,3 +91,15 @@ class TelemetryReceived(Event):
     #: Layer 1 results aligned with ``messages`` (None for actions), when known
     analysis: list[MessageAnalysis | None] | None = None
     received_at: datetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _raw_agent_telemetry(cls, data: Any) -> Any:
+        """Agents may publish plain telemetry (one object or a list) straight onto the
+        telemetry topic; it arrives unstored and is wrapped into a batch here."""
+        if isinstance(data, dict) and "messages" not in data and "message_id" in data:
+            data = [data]
+        if isinstance(data, list):
+            fleet = data[0].get("fleet_id", "default") if data and isinstance(data[0], dict) else "default"
+            return {"fleet_id": fleet, "messages": data, "stored": False}
+        return data

@@ -97,7 +97,7 @@ class NarrativeFilter:
             if not event.stored:
                 by_id = {m.message_id: a for m, a in zip(messages, analysis, strict=True) if a}
                 inserted = await self.store.insert_new(messages, (), by_id)
-                new_ids = {m.message_id for m in inserted.new_by_fleet.get(event.fleet_id, [])}
+                new_ids = {m.message_id for new in inserted.new_by_fleet.values() for m in new}
                 keep = [i for i, m in enumerate(messages) if m.message_id in new_ids]
                 messages, analysis = [messages[i] for i in keep], [analysis[i] for i in keep]
             claimed = await self.store.claim([m.message_id for m in messages])

@@ -271,20 +271,32 @@ class KafkaTransport:
             return False
 
 
+#: channels whose events must be handled in publication order (per-fleet analysis)
+ORDERED = frozenset({Channel.TELEMETRY, Channel.ANALYSIS})
+
+
 def _decoded(sub: Subscription) -> Callable[..., Awaitable[None]]:
     """A FastStream handler that validates the decoded JSON body into ``sub``'s event.
 
-    Its annotation is a real object (not a string) because FastStream inspects the
+    FastStream handles the messages of one JetStream pull batch concurrently; for
+    ordered channels a FIFO lock serialises them in the order they were fetched
+    (tasks start in order and ``asyncio.Lock`` wakes waiters first-in, first-out).
+    The annotation is a real object (not a string) because FastStream inspects the
     handler's signature when it is registered.
     """
     event_type = sub.event_type
+    lock = asyncio.Lock() if sub.channel in ORDERED else None
 
     async def handler(body: Any) -> None:
         if isinstance(body, bytes | str):
             event = event_type.model_validate_json(body)
         else:
             event = event_type.model_validate(body)
-        await _dispatch(sub, event)
+        if lock is None:
+            await _dispatch(sub, event)
+            return
+        async with lock:
+            await _dispatch(sub, event)
 
     handler.__annotations__ = {"body": Any, "return": None}
     handler.__name__ = f"on_{sub.channel.value}"

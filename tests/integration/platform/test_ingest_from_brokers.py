@@ -1,0 +1,85 @@
+"""Agents publishing telemetry straight onto the topic: a real Kafka-protocol broker
+(``agent-communications``) and a real NATS JetStream server (``cockpit.telemetry.<fleet>``)
+feed the same pipeline as ``POST /telemetry``; duplicates are not analysed twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.integration.gateway.conftest import Harness, make_harness, settings_for
+from tests.integration.gateway.test_scenario import scenario as base_scenario
+
+
+def scenario() -> tuple[list[dict[str, object]], dict[str, list[str]]]:
+    """The acceptance scenario with ids unique to this run: the broker's stream
+    outlives a test, and a previous run's leftovers must not mix in."""
+    run = uuid.uuid4().hex[:8]
+    items, labels = base_scenario()
+    return [{**i, "message_id": f"{run}-{i['message_id']}"} for i in items], labels
+
+
+async def _wait_for_verdicts(h: Harness, categories: set[str], rows: int, timeout: float) -> set[str]:
+    seen: set[str] = set()
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        r = await h.client.get("/verdicts", params={"limit": 100}, headers=h.headers("VIEWER"))
+        seen = {v["category"] for v in r.json()["items"]}
+        if categories <= seen and await h.cockpit.filter.store.count() >= rows:
+            break
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(1.0)  # let redelivered duplicates arrive, to prove they change nothing
+    return seen
+
+
+@pytest.mark.kafka
+async def test_raw_telemetry_on_kafka_reaches_verdicts(
+    request: pytest.FixtureRequest, tmp_path: Path, kafka_url: str
+) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    settings = settings_for("sqlite", tmp_path, request, kafka_url=kafka_url)
+    async for h in make_harness(settings):
+        items, _ = scenario()
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_url)
+        await producer.start()
+        try:
+            for item in items + items[:5]:  # the tail is redelivered
+                await producer.send_and_wait("agent-communications", json.dumps(item).encode(), key=b"scenario")
+        finally:
+            await producer.stop()
+        seen = await _wait_for_verdicts(h, {"COLLUSION", "INCONSISTENCY", "DECEPTION"}, len(items), 90)
+        assert {"COLLUSION", "INCONSISTENCY", "DECEPTION"} <= seen
+        assert await h.cockpit.filter.store.count() == len(items)
+        metrics = (await h.client.get("/metrics")).text
+        analysed = next(line for line in metrics.splitlines() if line.startswith("narrative_filter_requests_total"))
+        assert float(analysed.split()[-1]) == len(items)
+        assert (await h.client.get("/health")).json()["checks"]["kafka_connected"] is True
+
+
+@pytest.mark.nats
+async def test_raw_telemetry_on_nats_reaches_verdicts(
+    request: pytest.FixtureRequest, tmp_path: Path, nats_url: str
+) -> None:
+    import nats
+
+    settings = settings_for("sqlite", tmp_path, request, nats_url=nats_url)
+    async for h in make_harness(settings):
+        items, _ = scenario()
+        client = await nats.connect(nats_url)
+        try:
+            js = client.jetstream()
+            for item in items:
+                await js.publish("cockpit.telemetry.scenario", json.dumps(item).encode())
+            # A whole batch in one message, with duplicates inside and across.
+            await js.publish("cockpit.telemetry.scenario", json.dumps(items[:10]).encode())
+        finally:
+            await client.drain()
+        seen = await _wait_for_verdicts(h, {"COLLUSION", "INCONSISTENCY", "DECEPTION"}, len(items), 30)
+        assert {"COLLUSION", "INCONSISTENCY", "DECEPTION"} <= seen
+        assert await h.cockpit.filter.store.count() == len(items)
+        assert (await h.client.get("/health")).json()["checks"]["nats_connected"] is True
