@@ -56,10 +56,10 @@ class Cockpit:
         except Exception as exc:  # noqa: BLE001
             raise StartupError(f"database unreachable ({self.db.dialect}): {_one_line(exc)}") from exc
         try:
-            await asyncio.wait_for(self.bus.start(), self.settings.broker_connect_timeout + 10)
+            await self.bus.start(timeout=self.settings.broker_connect_timeout * 2)
         except Exception as exc:  # noqa: BLE001
             await self.bus.stop()
-            raise StartupError(f"message broker unreachable: {_one_line(exc)}") from exc
+            raise StartupError(f"message broker unreachable: {str(exc).splitlines()[0]}") from exc
         if self.settings.embedded and await self.api_keys.count_active() == 0:
             key, _ = await self.api_keys.create("operator", Role.CHIEF_ARCHITECT)
             self.first_operator_key = key

@@ -27,6 +27,26 @@ def _run(coro_factory: Callable[[], Coroutine[Any, Any, int]]) -> int:
         return 130
 
 
+def _drain_on_signals(server: Any) -> Any:
+    """Uvicorn drains in-flight requests on SIGTERM/SIGINT and then re-raises the
+    signal, which would kill the process before Cockpit stops its brokers and pool;
+    this keeps the drain and drops the re-raise."""
+    import contextlib
+    import signal
+
+    @contextlib.contextmanager
+    def capture_signals() -> Any:
+        previous = {sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    server.capture_signals = capture_signals
+    return server
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -35,12 +55,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from cockpit.platform.logging import configure_logging
     from cockpit.settings import load_settings
 
-    overrides: dict[str, Any] = {}
     settings = load_settings()
     gateway = settings.gateway.model_copy(
         update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     )
-    settings = settings.model_copy(update={"gateway": gateway, **overrides})
+    settings = settings.model_copy(update={"gateway": gateway})
     configure_logging(settings.log_level, settings.log_json)
     cockpit = bootstrap(settings)
 
@@ -65,7 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             lifespan="on",
         )
         try:
-            await uvicorn.Server(config).serve()
+            await _drain_on_signals(uvicorn.Server(config)).serve()
         finally:
             await cockpit.stop()
         return 0
@@ -163,7 +182,11 @@ def cmd_score(args: argparse.Namespace) -> int:
         summary = score_file(args.file, args.out, SemanticAnalyzer())
     except (OSError, ValueError) as exc:
         return _fail(str(exc))
-    print(summary if isinstance(summary, str) else " ".join(f"{k}={v}" for k, v in dict(summary).items()))
+    print(f"scored {summary.written} labelled messages of {summary.messages} "
+          f"({summary.unlabelled} unlabelled skipped, {summary.lies} lies) -> {args.out}")
+    if summary.quality:
+        print("against the sender labels: " + ", ".join(
+            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.quality.items()))
     return 0
 
 

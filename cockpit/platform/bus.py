@@ -329,9 +329,17 @@ class EventBus:
         ``message_id`` lets JetStream de-duplicate."""
         await self.routes[channel].publish(channel, event, key, message_id)
 
-    async def start(self) -> None:
+    async def start(self, timeout: float = 10.0) -> None:
+        """Connect every transport; raises ``ConnectionError`` naming the one that failed."""
         for transport in self._transports:
-            await transport.start()
+            try:
+                await asyncio.wait_for(transport.start(), timeout)
+            except Exception as exc:  # noqa: BLE001 - reported as one clear line
+                where = getattr(transport, "url", "")
+                reason = type(exc).__name__ if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+                raise ConnectionError(f"{transport.name} at {where} did not answer within {timeout:g}s ({reason})"
+                                      if isinstance(exc, TimeoutError)
+                                      else f"{transport.name} at {where}: {reason}") from exc
 
     async def stop(self) -> None:
         for transport in reversed(self._transports):

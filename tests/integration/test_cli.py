@@ -1,0 +1,156 @@
+"""The ``cockpit`` command as a user runs it: clear one-line start-up errors, graceful
+SIGTERM, API keys, replay, score and audit verify."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.integration.gateway.test_scenario import scenario
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cockpit(tmp_path: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120,
+             ) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "COCKPIT_DATA_DIR": str(tmp_path / "data"), "COCKPIT_LOG_LEVEL": "WARNING", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "cockpit", *args], cwd=REPO, env=full,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_bad_database_url_fails_fast_with_one_line(tmp_path: Path) -> None:
+    out = _cockpit(tmp_path, "serve", "--port", str(_port()),
+                   env={"COCKPIT_DATABASE_URL": "postgresql+psycopg://u:p@127.0.0.1:1/nope"}, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("cockpit: error: database unreachable")
+    assert "Traceback" not in out.stderr
+
+
+def test_unreachable_broker_fails_fast_with_one_line(tmp_path: Path) -> None:
+    out = _cockpit(tmp_path, "serve", "--port", str(_port()),
+                   env={"COCKPIT_NATS_URL": "nats://127.0.0.1:1", "COCKPIT_BROKER_CONNECT_TIMEOUT": "1"},
+                   timeout=60)
+    assert out.returncode == 2
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("cockpit: error: message broker unreachable: nats at nats://127.0.0.1:1")
+    assert "Traceback" not in out.stderr
+
+
+def test_serve_prints_a_key_once_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    port = _port()
+    env = {**os.environ, "COCKPIT_DATA_DIR": str(tmp_path / "data")}
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "cockpit", "serve", "--port", str(port)],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        text = (tmp_path / "serve.log").read_text()
+        key = next(line.split()[0] for line in text.splitlines() if line.strip().startswith("ck_"))
+        r = httpx.get(f"http://127.0.0.1:{port}/verdicts", headers={"X-API-Key": key.strip()})
+        assert r.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    text = (tmp_path / "serve.log").read_text()
+    assert '"event": "cockpit_stopped"' in text
+    # A second start on the same data dir prints no new key.
+    proc = subprocess.Popen([sys.executable, "-m", "cockpit", "serve", "--port", str(port)],
+                            cwd=REPO, env=env, stdout=open(tmp_path / "again.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    assert "ck_" not in (tmp_path / "again.log").read_text()
+
+
+def test_apikey_lifecycle(tmp_path: Path) -> None:
+    out = _cockpit(tmp_path, "apikey", "create", "--role", "VIEWER", "--name", "alice", "--totp")
+    assert out.returncode == 0, out.stderr
+    fields = dict(line.split(":", 1) for line in out.stdout.splitlines() if ":" in line)
+    assert fields["role"].strip() == "VIEWER" and fields["key"].strip().startswith("ck_")
+    assert fields["uri"].strip().startswith("otpauth://totp/")
+    listed = _cockpit(tmp_path, "apikey", "list").stdout
+    assert "alice" in listed and fields["key"].strip() not in listed
+    assert _cockpit(tmp_path, "apikey", "revoke", fields["id"].strip()).returncode == 0
+    assert "revoked" in _cockpit(tmp_path, "apikey", "list").stdout
+    assert _cockpit(tmp_path, "apikey", "revoke", "no-such-id").returncode == 1
+
+
+def test_replay_pushes_a_file_through_the_pipeline(tmp_path: Path) -> None:
+    items, _ = scenario()
+    path = tmp_path / "telemetry.jsonl"
+    path.write_text("\n".join(json.dumps(i) for i in items) + "\n")
+    out = _cockpit(tmp_path, "replay", str(path))
+    assert out.returncode == 0, out.stderr
+    assert f"messages: {len(items)}  accepted: {len(items)}" in out.stdout
+    for category in ("COLLUSION", "INCONSISTENCY", "DECEPTION"):
+        assert category in out.stdout
+    again = _cockpit(tmp_path, "replay", str(path))
+    assert f"accepted: 0  duplicates: {len(items)}" in again.stdout
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"message_id": "x"}\n')
+    out = _cockpit(tmp_path, "replay", str(bad))
+    assert out.returncode == 2 and "bad.jsonl:1" in out.stderr
+
+
+def _diplomacy_file(path: Path) -> int:
+    dialog = {
+        "messages": ["I will support you into Burgundy", "Sure, I trust you", "Moving to attack Munich now"],
+        "sender_labels": [True, True, False], "receiver_labels": [True, True, "NOANNOTATION"],
+        "speakers": ["france", "germany", "france"], "receivers": ["germany", "france", "germany"],
+        "absolute_message_index": [10, 11, 12], "relative_message_index": [0, 1, 2],
+        "seasons": ["Spring", "Spring", "Fall"], "years": ["1901", "1901", "1901"],
+        "game_score": ["4", "4", "5"], "game_score_delta": ["0", "0", "1"],
+        "players": ["france", "germany"], "game_id": 99,
+    }
+    path.write_text(json.dumps(dialog) + "\n")
+    return 3
+
+
+def test_score_writes_one_line_per_labelled_message(tmp_path: Path) -> None:
+    source = tmp_path / "dialogs.jsonl"
+    n = _diplomacy_file(source)
+    out_path = tmp_path / "scores.jsonl"
+    out = _cockpit(tmp_path, "score", str(source), "--format", "diplomacy", "--out", str(out_path))
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out_path.read_text().splitlines()]
+    assert len(lines) == n
+    assert {line["absolute_message_index"] for line in lines} == {10, 11, 12}
+    for line in lines:
+        assert line["game_id"] == 99 and 0.0 <= line["deception_score"] <= 1.0
+        assert isinstance(line["deceptive"], bool)
+    replay = _cockpit(tmp_path, "replay", str(source), "--format", "diplomacy")
+    assert replay.returncode == 0 and f"messages: {n}" in replay.stdout
+
+
+def test_audit_verify_on_a_fresh_database(tmp_path: Path) -> None:
+    out = _cockpit(tmp_path, "audit", "verify")
+    assert out.returncode == 0 and out.stdout.startswith("ok, 0 rows")
