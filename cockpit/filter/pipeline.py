@@ -55,12 +55,15 @@ class NarrativeFilter:
 
     def analyse_messages(self, messages: Sequence[Telemetry]) -> list[MessageAnalysis | None]:
         """Layer 1 over a batch (vectorised); ``None`` for actions."""
-        texts = [m.content or "" for m in messages if m.kind is TelemetryKind.MESSAGE]
-        attrs = [m.attributes for m in messages if m.kind is TelemetryKind.MESSAGE]
-        results = iter(self.semantic.analyze_many(texts, attrs) if texts else [])
-        return [
-            _summary(next(results)) if m.kind is TelemetryKind.MESSAGE else None for m in messages
-        ]
+        said = [m for m in messages if m.kind is TelemetryKind.MESSAGE]
+        intents, confidences, scores = self.semantic.score_many(
+            [m.content or "" for m in said], [m.attributes for m in said]
+        )
+        summaries = iter(
+            MessageAnalysis.model_construct(intent=i.value, intent_confidence=c, deception_score=d)
+            for i, c, d in zip(intents, confidences, scores, strict=True)
+        )
+        return [next(summaries) if m.kind is TelemetryKind.MESSAGE else None for m in messages]
 
     async def ingest(
         self, messages: Sequence[Telemetry], quarantined_agents: set[str] | frozenset[str] = frozenset()
@@ -161,14 +164,6 @@ class NarrativeFilter:
 
 
 _NO_EMBEDDING = np.zeros(0, dtype=np.float32)
-
-
-def _summary(result: SemanticResult) -> MessageAnalysis:
-    return MessageAnalysis(
-        intent=result.intent.value,
-        intent_confidence=float(result.intent_confidence),
-        deception_score=float(result.deception_score),
-    )
 
 
 def _result(summary: MessageAnalysis | None) -> SemanticResult | None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from cockpit.filter.analysis import SemanticResult
+from cockpit.filter.analysis import Intent, SemanticResult
 from cockpit.filter.semantic.deception import DeceptionModel
 from cockpit.filter.semantic.embedding import HashedEmbedder
 from cockpit.filter.semantic.intent import IntentClassifier
@@ -40,6 +40,22 @@ class SemanticAnalyzer:
     def analyze(self, text: str, attributes: Mapping[str, Any] | None = None) -> SemanticResult:
         """Analyse one message (prefer :meth:`analyze_many` for throughput)."""
         return self.analyze_many([text], [attributes])[0]
+
+    def score_many(
+        self,
+        texts: Sequence[str],
+        attributes: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> tuple[list[Intent], list[float], list[float]]:
+        """Intent, intent confidence and deception score per text, without embeddings
+        or per-message objects: the ingestion hot path needs nothing more."""
+        if attributes is not None and len(attributes) != len(texts):
+            raise ValueError("attributes must be None or have one entry per text")
+        if not texts:
+            return [], [], []
+        batch = TokenBatch.from_texts(texts)
+        intent = self.intents.classify(batch)
+        scores = self.model.score(texts, batch, attributes)
+        return intent.intents(), intent.confidence.tolist(), np.asarray(scores, dtype=np.float64).tolist()
 
     def analyze_many(
         self,
