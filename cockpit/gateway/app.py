@@ -9,12 +9,12 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from loguru import logger
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from cockpit import __version__
 from cockpit.bootstrap import Cockpit
-from cockpit.gateway.routes import health, telemetry, verdicts
+from cockpit.gateway.routes import health, session, telemetry, verdicts
 from cockpit.gateway.ws import stream_socket
 
 __all__ = ["create_app"]
@@ -28,6 +28,24 @@ def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[di
         status_code=503,
         headers={"Retry-After": "5"},
     )
+
+
+def _unstorable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    # The database refused a value the edge let through (PostgreSQL: a NUL character in
+    # text, a non-finite number in jsonb): bad input, not an outage -- retrying won't help.
+    logger.warning("value_not_storable", path=request.url.path, error=type(getattr(exc, "orig", exc)).__name__)
+    request.app.state.cockpit.metrics.http_errors.labels(status="422").inc()
+    detail = "a value in the request cannot be stored or searched (NUL character, non-finite number or out of range)"
+    return Response({"status_code": 422, "detail": detail}, status_code=422)
+
+
+def _undecodable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    # Litestar's body decoding lets these through for bodies nested deeper than the
+    # interpreter allows, or strings that are not UTF-8: bad input, never a 500.
+    logger.info("request_body_undecodable", path=request.url.path, error=type(exc).__name__)
+    request.app.state.cockpit.metrics.http_errors.labels(status="400").inc()
+    detail = "request body is nested too deeply" if isinstance(exc, RecursionError) else "request body is not valid UTF-8"
+    return Response({"status_code": 400, "detail": detail}, status_code=400)
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
@@ -51,7 +69,7 @@ def create_app(cockpit: Cockpit, *, manage_lifecycle: bool = True) -> Litestar:
     from cockpit.gateway.routes import dashboard
 
     handlers: list[Any] = [
-        health.health, health.module_health, health.metrics,
+        health.health, health.module_health, health.metrics, session.me,
         telemetry.post_telemetry, telemetry.post_traces,
         verdicts.list_verdicts, verdicts.verdict_stats, verdicts.get_verdict,
         verdicts.verdict_evidence, verdicts.patch_verdict, verdicts.alliance_graph, verdicts.stats,
@@ -75,6 +93,9 @@ def create_app(cockpit: Cockpit, *, manage_lifecycle: bool = True) -> Litestar:
         request_max_body_size=cockpit.settings.gateway.max_body_bytes,
         exception_handlers={
             HTTPException: _http_error,
+            DataError: _unstorable,
+            RecursionError: _undecodable,
+            UnicodeDecodeError: _undecodable,
             OperationalError: _unavailable,
             InterfaceError: _unavailable,
             DBAPIError: _unavailable,

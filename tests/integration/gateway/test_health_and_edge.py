@@ -89,3 +89,12 @@ async def test_oversized_batch_and_body_are_413(embedded: Harness) -> None:
     r = await embedded.client.post("/telemetry", content=huge, headers={**h, "content-type": "application/json"})
     assert r.status_code == 413
     assert (await embedded.cockpit.filter.store.count()) == 0
+
+
+async def test_me_tells_the_caller_its_role(embedded: Harness) -> None:
+    r = await embedded.client.get("/me", headers=embedded.headers("VIEWER"))
+    assert r.status_code == 200
+    assert r.json()["role"] == "VIEWER" and r.json()["can_command"] is False
+    r = await embedded.client.get("/me", headers=embedded.headers("CHIEF_ARCHITECT"))
+    assert r.json()["can_command"] is True
+    assert (await embedded.client.get("/me")).status_code == 401
