@@ -110,6 +110,19 @@ async def test_scenario_produces_the_planted_verdicts_live(harness: Harness) -> 
     assert labels["d_attack"][0] in inc and labels["d_promise"][0] in inc
     assert set(await evidence(deception)) <= set(labels["f"])
 
+    # The alliance graph and the dashboard document reflect the same story.
+    graph = (await harness.client.get("/alliances/graph", params={"fleet_id": "scenario"},
+                                      headers=harness.headers("VIEWER"))).json()
+    pairs = {tuple(sorted((e["source"], e["target"]))): e["weight"] for e in graph["edges"]}
+    assert pairs[("alpha", "bravo")] > 0.5 and pairs[("alpha", "bravo")] == max(pairs.values())
+    assert any({"alpha", "bravo"} <= set(c) for c in graph["communities"])
+    stats = (await harness.client.get("/stats", headers=harness.headers("VIEWER"))).json()
+    assert stats["deceptive_agents"] == ["foxtrot"]
+    assert stats["verdicts"]["active_by_category"]["COLLUSION"] == 1
+    assert stats["telemetry_to_verdict_ms"]["count"] >= 4
+    vstats = (await harness.client.get("/verdicts/stats", headers=harness.headers("VIEWER"))).json()
+    assert vstats["by_status"]["ACTIVE"] == len(verdicts)
+
     # Re-sending everything as one batch: all duplicates, no new rows or verdicts.
     before = r.json()["total"]
     rows_before = await harness.cockpit.filter.store.count()
