@@ -178,14 +178,17 @@ class CommandExecutor:
                                                 operator="system"))
         logger.info("command_executed", command_id=row.id, type=row.command_type,
                     status=status.value, execution_time_ms=elapsed_ms, error=error)
-        await self._bus.publish(
-            Channel.CONFIRMATIONS,
-            CommandConfirmed(command_id=row.id, command_type=CommandType(row.command_type),
-                             status=status, executed_layers=layers, cascade_terminated=cascade,
-                             execution_time_ms=elapsed_ms or 0.0, timestamp=now, error=error,
-                             verdict_id=row.verdict_id, operator=row.operator),
-            key=row.id,
-        )
+        confirmation = CommandConfirmed(
+            command_id=row.id, command_type=CommandType(row.command_type), status=status,
+            executed_layers=layers, cascade_terminated=cascade, execution_time_ms=elapsed_ms or 0.0,
+            timestamp=now, error=error, verdict_id=row.verdict_id, operator=row.operator,
+            target_agents=list(row.target_agents))
+        try:
+            await self._bus.publish(Channel.CONFIRMATIONS, confirmation, key=row.id)
+        except Exception as exc:  # noqa: BLE001 - the row is final; a broker outage must not
+            # crash the command's task (nor abort a recovery pass) after the fact.
+            logger.warning("command_confirmation_publish_failed", command_id=row.id,
+                           error=f"{type(exc).__name__}: {exc}")
         return True
 
     def _count(self, row: CommandRow, status: CommandStatus, now: datetime) -> None:

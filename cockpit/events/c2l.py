@@ -67,6 +67,7 @@ class CommandConfirmed(Event):
     error: str | None = None
     verdict_id: str | None = None
     operator: str | None = None
+    target_agents: list[str] = Field(default_factory=list)
 
 
 class AgentDirective(Event):

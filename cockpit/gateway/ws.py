@@ -16,12 +16,20 @@ from cockpit.platform.db import utcnow
 __all__ = ["stream_socket"]
 
 
+_MAX_SEQ = 2**63 - 1  # the seq column is a BIGINT
+
+
 def _since(raw: Any) -> int | None:
     if raw is None or raw == "":
         return None
-    value = int(raw)
+    try:
+        value = int(raw)
+    except (TypeError, ValueError, OverflowError):  # a list, an object, NaN, 1e400, "abc"
+        raise ValueError(f"since_seq must be a non-negative integer, not {str(raw)[:40]!r}") from None
     if value < 0:
         raise ValueError("since_seq must be >= 0")
+    if value > _MAX_SEQ:
+        raise ValueError("since_seq is out of range")
     return value
 
 
@@ -47,12 +55,12 @@ async def _reader(socket: WebSocket[Any, Any, Any], hub: StreamHub, client: Stre
 async def _writer(socket: WebSocket[Any, Any, Any], client: StreamClient, ping_seconds: float) -> None:
     while True:
         try:
-            envelope = await asyncio.wait_for(client.queue.get(), timeout=ping_seconds)
+            generation, envelope = await asyncio.wait_for(client.queue.get(), timeout=ping_seconds)
         except TimeoutError:
             await socket.send_json({"type": "ping", "seq": client.last_seq, "ts": utcnow().isoformat(), "data": {}})
             continue
-        if envelope["seq"] <= client.last_seq:
-            continue  # already sent (a replay overlapping the live stream)
+        if generation != client.generation or envelope["seq"] <= client.last_seq:
+            continue  # queued before a resume (replayed anew), or already sent
         client.last_seq = envelope["seq"]
         await socket.send_json(envelope)
 
@@ -77,6 +85,9 @@ async def stream_socket(socket: WebSocket[Any, Any, Any]) -> None:
             since, filters = None, StreamFilters()
         await hub.resume(client, since, filters)
         client.last_seq = since or 0
+        # The stream's current position: a client that receives nothing before it
+        # disconnects can still resume from here without missing an event.
+        await socket.send_json({"type": "hello", "seq": await hub.last_seq(), "ts": utcnow().isoformat()})
         tasks = [
             asyncio.create_task(_reader(socket, hub, client)),
             asyncio.create_task(_writer(socket, client, cockpit.settings.gateway.ws_ping_seconds)),

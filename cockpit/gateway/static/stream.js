@@ -105,6 +105,12 @@ export class Stream {
         return;
       }
       if (!env || typeof env !== "object") return;
+      if (env.type === "hello") {
+        // The stream's position at connect: resume from here even if no event comes.
+        const at = Number(env.seq);
+        if (this.lastSeq === 0 && Number.isFinite(at)) this.lastSeq = at;
+        return;
+      }
       if (env.type === "ping" || env.type === "pong" || env.type === "subscribed") return;
       if (env.type === "error") {
         console.warn("stream error", env.detail);

@@ -160,6 +160,8 @@ async def test_websocket_resume_replays_missed_events_in_order(harness: Harness)
 async def test_websocket_filters_and_bad_messages(embedded: Harness) -> None:
     items, _ = scenario()
     async with websockets.connect(embedded.ws_url(severity="CRITICAL")) as ws:
+        hello = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert hello["type"] == "hello" and hello["seq"] == 0
         await ws.send("not json")
         assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "error"
         for item in items:
