@@ -7,9 +7,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from loguru import logger
-
 import numpy as np
+from loguru import logger
 
 from cockpit.events import MessageAnalysis, Telemetry, TelemetryKind, TelemetryReceived
 from cockpit.filter.analysis import Intent, SemanticResult

@@ -7,6 +7,11 @@ and its errors. It consumes ``VerdictDrafted`` and ``CommandConfirmed`` and emit
 
 from __future__ import annotations
 
-from cockpit.verdict.service import IllegalTransition, VerdictEngine, VerdictFilters, VerdictNotFound
+from cockpit.verdict.service import (
+    IllegalTransition,
+    VerdictEngine,
+    VerdictFilters,
+    VerdictNotFound,
+)
 
 __all__ = ["IllegalTransition", "VerdictEngine", "VerdictFilters", "VerdictNotFound"]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from loguru import logger
-from sqlalchemy import func, select
+from sqlalchemy import Text, func, select
 from sqlalchemy.exc import IntegrityError
 
 from cockpit.events import (
@@ -220,10 +220,11 @@ class VerdictEngine:
         if f.since:
             conditions.append(VerdictRow.updated_at >= f.since)
         if f.agent_id:
-            # agents_involved is JSON; match the serialised id (exact, quoted).
+            # agents_involved is JSON; match the serialised id (exact, quoted), encoded
+            # as the JSON columns encode it (msgspec: non-ASCII kept, not \u-escaped).
             conditions.append(
-                func.cast(VerdictRow.agents_involved, _text_type()).contains(
-                    json.dumps(f.agent_id), autoescape=True
+                func.cast(VerdictRow.agents_involved, Text()).contains(
+                    msgspec.json.encode(f.agent_id).decode(), autoescape=True
                 )
                 | (VerdictRow.target == f.agent_id)
             )
@@ -272,9 +273,3 @@ class VerdictEngine:
             "active_by_category": by_category,
             "deceptive_agents": sorted(set(deceptive)),
         }
-
-
-def _text_type() -> Any:
-    from sqlalchemy import Text
-
-    return Text()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from litestar.params import FromPath
 from litestar import Request, Response, get
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
 
 from cockpit import __version__
 from cockpit.platform.metrics import CONTENT_TYPE
