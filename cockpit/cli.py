@@ -230,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["diplomacy"], default="diplomacy")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_score)
+
+    from cockpit.tools.streams import add_parser as add_streams_parser
+
+    add_streams_parser(sub)
     return parser
 
 

@@ -11,7 +11,7 @@
 #
 # Knobs (environment):
 #   CI=true                    a test whose service is missing fails (never skips)
-#   COCKPIT_TEST_SERVICES      services to start (default: "postgres nats kafka
+#   COCKPIT_TEST_SERVICES      services to start (default: "postgres nats kafka prometheus
 #                              docker chromium"; docker only if its script exists)
 #   COCKPIT_SERVICES_DIR       state dir (default: <repo>/.services)
 #   COCKPIT_SKIP_PIP=1         skip `pip install -e .[test]`
@@ -45,7 +45,7 @@ if [ -n "${COCKPIT_TEST_SERVICES:-}" ]; then
 else
     SERVICES=(postgres nats kafka)
     [ -f scripts/services/docker.sh ] && SERVICES+=(docker)
-    SERVICES+=(chromium)
+    SERVICES+=(prometheus chromium)
 fi
 for svc in "${SERVICES[@]}"; do
     [ -f "scripts/services/$svc.sh" ] || die "no scripts/services/$svc.sh"
