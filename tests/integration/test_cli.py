@@ -32,6 +32,17 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
+def _wait_healthy(port: int) -> None:
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"cockpit on port {port} never became healthy")
+
+
 def test_bad_database_url_fails_fast_with_one_line(tmp_path: Path) -> None:
     out = _cockpit(tmp_path, "serve", "--port", str(_port()),
                    env={"COCKPIT_DATABASE_URL": "postgresql+psycopg://u:p@127.0.0.1:1/nope"}, timeout=60)
@@ -57,12 +68,7 @@ def test_serve_prints_a_key_once_and_stops_cleanly_on_sigterm(tmp_path: Path) ->
     proc = subprocess.Popen([sys.executable, "-m", "cockpit", "serve", "--port", str(port)],
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        _wait_healthy(port)
         text = (tmp_path / "serve.log").read_text()
         key = next(line.split()[0] for line in text.splitlines() if line.strip().startswith("ck_"))
         r = httpx.get(f"http://127.0.0.1:{port}/verdicts", headers={"X-API-Key": key.strip()})
@@ -79,12 +85,7 @@ def test_serve_prints_a_key_once_and_stops_cleanly_on_sigterm(tmp_path: Path) ->
     proc = subprocess.Popen([sys.executable, "-m", "cockpit", "serve", "--port", str(port)],
                             cwd=REPO, env=env, stdout=open(tmp_path / "again.log", "w"), stderr=subprocess.STDOUT)
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        _wait_healthy(port)
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
