@@ -40,7 +40,11 @@ RUN /opt/cockpit/bin/pip install --no-deps --no-build-isolation . \
  && /opt/cockpit/bin/pip uninstall -y pip setuptools wheel \
  && rm -f /opt/cockpit/pip.conf \
  && find /opt/cockpit -name '__pycache__' -prune -exec rm -rf {} + \
+ && /opt/cockpit/bin/python -m compileall -q -j 0 /opt/cockpit/lib \
  && /opt/cockpit/bin/python -c "import cockpit.cli, cockpit.bootstrap"
+
+# Bytecode is compiled above, in the image: the runtime user cannot write to
+# /opt/cockpit, and without it every start would recompile (seconds per container).
 
 # --------------------------------------------------------------------------- runtime
 FROM ${BASE_IMAGE}

@@ -234,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     from cockpit.tools.streams import add_parser as add_streams_parser
 
     add_streams_parser(sub)
+
+    from cockpit.tools.demo import add_parser as add_demo_parser
+
+    add_demo_parser(sub)
     return parser
 
 
