@@ -14,6 +14,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from loguru import logger
 from sqlalchemy import String, cast, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
@@ -239,7 +240,7 @@ class CommandService:
              "status": row.status, "reason": body["reason"], "verdict_id": body["verdict_id"]},
             command_id=command_id, operator=operator))
         if not two_person:
-            await self.dispatch(row)
+            await self._dispatch_accepted(row)
         return receipt(row), True
 
     async def approve(self, command_id: str, operator: str, *, operator_has_totp: bool = False,
@@ -274,7 +275,7 @@ class CommandService:
                                             {"requested_by": row.operator}, command_id=command_id,
                                             operator=operator))
         row = await self.row(command_id)
-        await self.dispatch(row)
+        await self._dispatch_accepted(row)
         return receipt(row)
 
     async def dispatch(self, row: CommandRow, *, message_id: str | None = None) -> None:
@@ -285,6 +286,16 @@ class CommandService:
                            target_agents=list(row.target_agents), parameters=dict(row.parameters)),
             key=row.target_agents[0], message_id=message_id or row.id,
         )
+
+    async def _dispatch_accepted(self, row: CommandRow) -> None:
+        # The row is committed: the command is accepted and will run. A broker outage
+        # must not turn that into an error (a client would retry and act twice); the
+        # recovery loop re-dispatches rows not picked up within a few seconds.
+        try:
+            await self.dispatch(row)
+        except Exception as exc:  # noqa: BLE001 - any bus failure: the row is the truth
+            logger.warning("command_dispatch_deferred", command_id=row.id,
+                           error=f"{type(exc).__name__}: {exc}")
 
     async def row(self, command_id: str) -> CommandRow:
         async with self._db.sessions() as session:

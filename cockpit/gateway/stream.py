@@ -68,8 +68,11 @@ class StreamClient:
     """One connected WebSocket: its filters, its queue and the last seq it was sent."""
 
     filters: StreamFilters = field(default_factory=StreamFilters)
-    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(10_000))
+    #: ``(generation, envelope)``: a resume starts a new generation, and the writer
+    #: drops what was queued (or already taken) before it; the replay covers it
+    queue: asyncio.Queue[tuple[int, dict[str, Any]]] = field(default_factory=lambda: asyncio.Queue(10_000))
     last_seq: int = 0
+    generation: int = 0
     #: while a replay is read from the database, live events wait here
     pending: list[dict[str, Any]] | None = None
 
@@ -80,7 +83,7 @@ class StreamClient:
             self.pending.append(envelope)
             return
         try:
-            self.queue.put_nowait(envelope)
+            self.queue.put_nowait((self.generation, envelope))
         except asyncio.QueueFull:
             # A client that cannot keep up is told to resume from its last seq.
             logger.warning("ws_client_lagging", last_seq=self.last_seq)
@@ -146,11 +149,16 @@ class StreamHub:
 
     async def resume(self, client: StreamClient, after_seq: int | None, filters: StreamFilters) -> None:
         """Apply new filters; with ``after_seq``, queue what the client missed first,
-        then the live events that arrived meanwhile, in seq order, without gaps."""
+        then the live events that arrived meanwhile, in seq order, without gaps.
+
+        The client may already have been sent live events past ``after_seq`` (it
+        subscribed after connecting): the stream restarts from ``after_seq`` anyway, so
+        nothing it missed is skipped as "already sent"."""
         client.filters = filters
         if after_seq is None:
             return
         client.pending = []
+        missed: list[dict[str, Any]] = []
         try:
             missed = await self.replay(after_seq, filters)
         finally:
@@ -158,8 +166,12 @@ class StreamHub:
                 last = missed[-1]["seq"] if missed else after_seq
                 queued = missed + [e for e in client.pending or [] if e["seq"] > last]
                 client.pending = None
+                while not client.queue.empty():  # stored, so in ``missed`` if after after_seq
+                    client.queue.get_nowait()
+                client.generation += 1
+                client.last_seq = after_seq
                 for envelope in queued:
-                    client.queue.put_nowait(envelope)
+                    client.queue.put_nowait((client.generation, envelope))
 
     async def replay(self, after_seq: int, filters: StreamFilters) -> list[dict[str, Any]]:
         """Stored events after ``after_seq`` that match, oldest first (bounded)."""
