@@ -64,6 +64,7 @@ class Cockpit:
             key, _ = await self.api_keys.create("operator", Role.CHIEF_ARCHITECT)
             self.first_operator_key = key
         await self.filter.rebuild()
+        await self.filter.start()
         await self.c2l.start()
         self._started = True
         logger.info("cockpit_started", instance=self.instance_id, db=self.db.dialect,
@@ -72,6 +73,7 @@ class Cockpit:
     async def stop(self) -> None:
         """Stop background loops, drain the brokers, close the pool."""
         try:
+            await self.filter.stop()
             await self.c2l.stop()
         finally:
             await self.bus.stop()

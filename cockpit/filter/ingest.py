@@ -148,6 +148,24 @@ class TelemetryStore:
             ).all()
         return list(reversed(rows))
 
+    async def unanalysed(self, received_before: datetime, limit: int) -> list[TelemetryRow]:
+        """Stored, analysable rows nobody has claimed yet (the bus lost or has not
+        delivered them), oldest first."""
+        async with self._db.sessions() as session:
+            rows = (
+                await session.scalars(
+                    select(TelemetryRow)
+                    .where(
+                        TelemetryRow.analysed_at.is_(None),
+                        TelemetryRow.received_at < received_before,
+                        TelemetryRow.quarantined.is_(False),
+                    )
+                    .order_by(TelemetryRow.received_at, TelemetryRow.timestamp)
+                    .limit(limit)
+                )
+            ).all()
+        return list(rows)
+
     async def count(self) -> int:
         from sqlalchemy import func
 

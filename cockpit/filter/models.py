@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Float, Index, Integer, String, Text
+from sqlalchemy import Boolean, Float, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cockpit.platform.db import Base, JSONType, UTCDateTime, utcnow
@@ -36,7 +36,16 @@ class TelemetryRow(Base):
     deception_score: Mapped[float | None] = mapped_column(Float)
     analysed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_telemetry_fleet_ts", "fleet_id", "timestamp"),)
+    __table_args__ = (
+        Index("ix_telemetry_fleet_ts", "fleet_id", "timestamp"),
+        # Small by construction: only rows the bus has not delivered yet.
+        Index(
+            "ix_telemetry_unanalysed",
+            "received_at",
+            sqlite_where=text("analysed_at IS NULL"),
+            postgresql_where=text("analysed_at IS NULL"),
+        ),
+    )
 
 
 class StrategicPatternRow(Base):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -81,11 +83,56 @@ class NarrativeFilter:
         by_id = {m.message_id: a for m, a in zip(analysable, analysis, strict=True) if a is not None}
         result = await self.store.insert_new(messages, quarantined_agents, by_id)
         for fleet_id, new in result.new_by_fleet.items():
-            event = TelemetryReceived(
-                fleet_id=fleet_id, messages=new, analysis=[by_id.get(m.message_id) for m in new]
-            )
-            await self._bus.publish(Channel.TELEMETRY, event, key=fleet_id)
+            await self._publish(fleet_id, new, [by_id.get(m.message_id) for m in new])
         return result
+
+    async def _publish(
+        self, fleet_id: str, messages: list[Telemetry], analysis: list[MessageAnalysis | None]
+    ) -> bool:
+        event = TelemetryReceived(fleet_id=fleet_id, messages=messages, analysis=analysis)
+        try:
+            await self._bus.publish(Channel.TELEMETRY, event, key=fleet_id)
+        except Exception as exc:  # noqa: BLE001 - the rows are stored: redispatch sends them later
+            logger.warning("telemetry_dispatch_deferred", fleet_id=fleet_id, messages=len(messages),
+                           error=f"{type(exc).__name__}: {exc}")
+            return False
+        return True
+
+    async def redispatch_once(self, older_than: timedelta = timedelta(seconds=60), limit: int = 5000) -> int:
+        """Publish again stored telemetry that nobody analysed (a broker outage lost it);
+        the claim makes a late original delivery harmless."""
+        rows = await self.store.unanalysed(utcnow() - older_than, limit)
+        by_fleet: dict[str, list[Any]] = {}
+        for row in rows:
+            by_fleet.setdefault(row.fleet_id, []).append(row)
+        sent = 0
+        for fleet_id, fleet_rows in by_fleet.items():
+            messages = [telemetry_from_row(r) for r in fleet_rows]
+            analysis = [_stored_analysis(r) for r in fleet_rows]
+            if await self._publish(fleet_id, messages, analysis):
+                sent += len(messages)
+        if sent:
+            logger.info("telemetry_redispatched", messages=sent)
+        return sent
+
+    async def start(self, interval: float = 5.0) -> None:
+        """Run the redispatch loop in the background."""
+        self._redispatcher = asyncio.create_task(self._redispatch_forever(interval))
+
+    async def stop(self) -> None:
+        task = getattr(self, "_redispatcher", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _redispatch_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.redispatch_once()
+            except Exception:  # noqa: BLE001 - a database outage: try again next round
+                logger.opt(exception=True).warning("telemetry_redispatch_failed")
 
     async def on_telemetry(self, event: TelemetryReceived) -> None:
         """Layers 2-3 over a batch, after claiming it (exactly-once analysis)."""
@@ -133,14 +180,7 @@ class NarrativeFilter:
         for row in rows:
             if row.analysed_at is None:
                 continue  # still on the bus: analysed when it arrives
-            summary = None
-            if row.intent is not None:
-                summary = MessageAnalysis(
-                    intent=row.intent,
-                    intent_confidence=row.intent_confidence or 0.0,
-                    deception_score=row.deception_score or 0.0,
-                )
-            self.strategic.observe(telemetry_from_row(row), _result(summary))
+            self.strategic.observe(telemetry_from_row(row), _result(_stored_analysis(row)))
             count += 1
         logger.info("strategic_state_rebuilt", messages=count, fleets=len(self.strategic.fleets()))
         return count
@@ -163,6 +203,16 @@ class NarrativeFilter:
 
 
 _NO_EMBEDDING = np.zeros(0, dtype=np.float32)
+
+
+def _stored_analysis(row: Any) -> MessageAnalysis | None:
+    if row.intent is None:
+        return None
+    return MessageAnalysis(
+        intent=row.intent,
+        intent_confidence=row.intent_confidence or 0.0,
+        deception_score=row.deception_score or 0.0,
+    )
 
 
 def _result(summary: MessageAnalysis | None) -> SemanticResult | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+
 revision = '0001'
 down_revision = None
 branch_labels = None
@@ -204,6 +205,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_telemetry_fleet_ts', ['fleet_id', 'timestamp'], unique=False)
         batch_op.create_index(batch_op.f('ix_telemetry_source_agent_id'), ['source_agent_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_telemetry_timestamp'), ['timestamp'], unique=False)
+        batch_op.create_index('ix_telemetry_unanalysed', ['received_at'], unique=False, sqlite_where=sa.text('analysed_at IS NULL'), postgresql_where=sa.text('analysed_at IS NULL'))
 
     op.create_table('verdicts',
     sa.Column('id', sa.String(length=64), nullable=False),
@@ -251,6 +253,7 @@ def downgrade() -> None:
 
     op.drop_table('verdicts')
     with op.batch_alter_table('telemetry', schema=None) as batch_op:
+        batch_op.drop_index('ix_telemetry_unanalysed', sqlite_where=sa.text('analysed_at IS NULL'), postgresql_where=sa.text('analysed_at IS NULL'))
         batch_op.drop_index(batch_op.f('ix_telemetry_timestamp'))
         batch_op.drop_index(batch_op.f('ix_telemetry_source_agent_id'))
         batch_op.drop_index('ix_telemetry_fleet_ts')
