@@ -134,8 +134,10 @@ def map_traces(payload: Any) -> OtlpMapping:
         if not isinstance(resource_spans, dict):
             out.rejected += 1
             continue
-        resource = _attributes((resource_spans.get("resource") or {}).get("attributes"))
-        for scope in resource_spans.get("scopeSpans") or []:
+        # Any JSON may arrive in these slots: only the OTLP shapes count.
+        resource_obj, scopes = resource_spans.get("resource"), resource_spans.get("scopeSpans")
+        resource = _attributes(resource_obj.get("attributes")) if isinstance(resource_obj, dict) else {}
+        for scope in scopes if isinstance(scopes, list) else []:
             spans = scope.get("spans") if isinstance(scope, dict) else None
             for span in spans if isinstance(spans, list) else []:
                 try:

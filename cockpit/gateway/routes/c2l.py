@@ -6,7 +6,7 @@ import math
 from typing import Annotated, Any, Literal
 
 from litestar import Request, Response, get, post
-from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.exceptions import HTTPException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,7 +16,10 @@ from cockpit.platform.auth import verify_totp
 
 __all__ = ["HANDLERS"]
 
-Id = Annotated[str, Field(min_length=1, max_length=200)]
+#: bound on offsets and sequence numbers, far inside a 64-bit INTEGER column
+MAX_OFFSET = 10**12
+# No U+0000: PostgreSQL cannot store it, so it is refused on every backend alike.
+Id = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
 
 
 class RuntimeSpec(BaseModel):
@@ -34,7 +37,7 @@ class AgentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     agent_id: Id | None = None
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
     fleet_id: Id = "default"
     parent_id: Id | None = None
     runtime: RuntimeSpec = Field(default_factory=lambda: RuntimeSpec(kind="external"))
@@ -101,7 +104,7 @@ async def list_agents(
     fleet_id: Annotated[str | None, QueryParameter(max_length=200)] = None,
     status: FromQuery[Literal["ACTIVE", "MUTED", "ISOLATED", "TERMINATED", "REVOKED"] | None] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-    offset: Annotated[int, QueryParameter(ge=0)] = 0,
+    offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     items, total = await request.app.state.cockpit.c2l.list_agents(
         fleet_id=fleet_id, status=status, limit=limit, offset=offset
@@ -158,7 +161,7 @@ async def _directive_reader(connection: Any, _: Any) -> None:
     tags=["agents"],
 )
 async def agent_directives(
-    request: Request[Any, Any, Any], agent_id: FromPath[str], after: Annotated[int, QueryParameter(ge=0)] = 0
+    request: Request[Any, Any, Any], agent_id: FromPath[str], after: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0
 ) -> dict[str, Any]:
     try:
         items = await request.app.state.cockpit.c2l.pending_directives(agent_id, after)
@@ -217,7 +220,7 @@ async def list_commands(
     agent_id: Annotated[str | None, QueryParameter(max_length=200)] = None,
     operator: Annotated[str | None, QueryParameter(max_length=200)] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-    offset: Annotated[int, QueryParameter(ge=0)] = 0,
+    offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     items, total = await request.app.state.cockpit.c2l.list_commands(
         status=status, command_type=command_type, agent_id=agent_id, operator=operator, limit=limit, offset=offset
@@ -232,7 +235,7 @@ async def list_audits(
     agent_id: Annotated[str | None, QueryParameter(max_length=200)] = None,
     layer: Annotated[str | None, QueryParameter(max_length=40)] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-    offset: Annotated[int, QueryParameter(ge=0)] = 0,
+    offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     items, total = await request.app.state.cockpit.c2l.query_audit(
         command_id=command_id, agent_id=agent_id, layer=layer, limit=limit, offset=offset

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from litestar import Request, Response, post
@@ -14,7 +15,7 @@ from cockpit.gateway.otlp import map_traces
 from cockpit.gateway.security import AGENT_OR_OPERATOR, principal_of, requires
 from cockpit.platform.auth import Role
 
-__all__ = ["post_telemetry", "post_traces"]
+__all__ = ["PayloadTooLarge", "nul_field", "parse_telemetry", "post_telemetry", "post_traces"]
 
 _BATCH = TypeAdapter(list[Telemetry])
 
@@ -23,9 +24,22 @@ class PayloadTooLarge(HTTPException):
     status_code = 413
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _loads(body: bytes) -> Any:
+    # NaN/Infinity (and 1e999, which Python reads as inf) are not JSON and PostgreSQL's
+    # jsonb refuses them: a 400 here, not a database error later.
     try:
-        return json.loads(body)
+        return json.loads(body, parse_float=_finite, parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise ValidationException("request body is not valid UTF-8") from None
     except ValueError as exc:
@@ -40,6 +54,82 @@ def _field_errors(exc: ValidationError, prefix: str) -> list[dict[str, Any]]:
         loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
         out.append({"key": loc, "message": err["msg"]})
     return out
+
+
+def parse_telemetry(body: bytes, max_batch: int) -> list[Telemetry]:
+    """The telemetry in a ``POST /telemetry`` body: one object or ``{"messages": [...]}``.
+
+    Pure (no I/O). Raises :class:`ValidationException` (400: not JSON, not UTF-8, not
+    an object or batch), :class:`PayloadTooLarge` (413: more than ``max_batch``) or
+    :class:`HTTPException` 422 naming the first invalid field.
+    """
+    payload = _loads(body)
+    if isinstance(payload, dict) and "messages" in payload:
+        extra = set(payload) - {"messages"}
+        if extra:
+            raise ValidationException(f"unknown field(s) in batch: {', '.join(sorted(extra))}")
+        items, prefix = payload["messages"], "messages"
+        if not isinstance(items, list):
+            raise ValidationException("messages must be a list")
+    elif isinstance(payload, dict):
+        items, prefix = [payload], ""
+    else:
+        raise ValidationException("body must be a telemetry object or {\"messages\": [...]}")
+    if len(items) > max_batch:
+        raise PayloadTooLarge(f"batch of {len(items)} messages exceeds the limit of {max_batch}")
+    try:
+        messages = _BATCH.validate_python(items)
+    except ValidationError as exc:
+        errors = _field_errors(exc, prefix)
+        if not prefix:
+            for e in errors:
+                e["key"] = e["key"].split(".", 1)[1] if "." in e["key"] else ""
+        first = f"{errors[0]['key']}: " if errors[0]["key"] else ""
+        raise HTTPException(
+            status_code=422, detail=f"invalid telemetry: {first}{errors[0]['message']}", extra=errors
+        ) from None
+    for index, message in enumerate(messages):
+        where = nul_field(message)
+        if where:
+            # PostgreSQL cannot store U+0000 in text: refused on every backend alike.
+            key = f"{prefix}.{index}.{where}" if prefix else where
+            raise HTTPException(status_code=422, detail=f"invalid telemetry: {key}: contains a NUL character",
+                                extra=[{"key": key, "message": "contains a NUL character (U+0000)"}])
+    return messages
+
+
+def nul_field(message: Telemetry) -> str | None:
+    """The dotted path of the first field of ``message`` holding U+0000, else ``None``."""
+    flat = (message.message_id, message.fleet_id, message.source_agent_id, message.conversation_id or "",
+            message.content or "", *message.target_agent_ids, *message.provenance_chain)
+    if "\x00" not in "".join(flat) and not _nul_in(message.attributes) and not (
+        message.action is not None and _nul_in(message.action.model_dump())
+    ):
+        return None
+    return _nul_in(message.model_dump(include=set(_TEXT_FIELDS))) or "a field"
+
+
+_TEXT_FIELDS = ("message_id", "fleet_id", "source_agent_id", "target_agent_ids", "conversation_id",
+                "content", "action", "provenance_chain", "attributes")
+
+
+def _nul_in(value: Any, path: str = "") -> str | None:
+    if isinstance(value, str):
+        return (path or "value") if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return sub.replace("\x00", "\\u0000")
+            found = _nul_in(item, sub)
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _nul_in(item, f"{path}.{index}")
+            if found:
+                return found
+    return None
 
 
 async def _ingest(request: Request[Any, Any, Any], messages: list[Telemetry]) -> dict[str, int]:
@@ -74,33 +164,9 @@ async def _ingest(request: Request[Any, Any, Any], messages: list[Telemetry]) ->
     tags=["telemetry"],
 )
 async def post_telemetry(request: Request[Any, Any, Any]) -> Response[dict[str, int]]:
-    payload = _loads(await request.body())
-    limit = request.app.state.cockpit.settings.filter.max_batch
-    if isinstance(payload, dict) and "messages" in payload:
-        extra = set(payload) - {"messages"}
-        if extra:
-            raise ValidationException(f"unknown field(s) in batch: {', '.join(sorted(extra))}")
-        items, prefix = payload["messages"], "messages"
-        if not isinstance(items, list):
-            raise ValidationException("messages must be a list")
-    elif isinstance(payload, dict):
-        items, prefix = [payload], ""
-    else:
-        raise ValidationException("body must be a telemetry object or {\"messages\": [...]}")
-    if len(items) > limit:
-        raise PayloadTooLarge(f"batch of {len(items)} messages exceeds the limit of {limit}")
-    if not items:
+    messages = parse_telemetry(await request.body(), request.app.state.cockpit.settings.filter.max_batch)
+    if not messages:
         return Response({"accepted": 0, "duplicates": 0}, status_code=202)
-    try:
-        messages = _BATCH.validate_python(items)
-    except ValidationError as exc:
-        errors = _field_errors(exc, prefix)
-        if not prefix:
-            for e in errors:
-                e["key"] = e["key"].split(".", 1)[1] if "." in e["key"] else e["key"]
-        raise HTTPException(
-            status_code=422, detail=f"invalid telemetry: {errors[0]['key']}: {errors[0]['message']}", extra=errors
-        ) from None
     return Response(await _ingest(request, messages), status_code=202)
 
 
@@ -117,6 +183,16 @@ async def post_traces(request: Request[Any, Any, Any]) -> dict[str, Any]:
         mapping = map_traces(payload)
     except ValueError as exc:
         raise ValidationException(str(exc)) from None
+    storable = []
+    for message in mapping.telemetry:
+        where = nul_field(message)
+        if where is None:
+            storable.append(message)
+            continue
+        mapping.rejected += 1  # PostgreSQL cannot store U+0000: a rejected span, as elsewhere
+        if len(mapping.errors) < 5:
+            mapping.errors.append(f"span has a NUL character in {where}")
+    mapping.telemetry = storable
     limit = request.app.state.cockpit.settings.filter.max_batch
     if len(mapping.telemetry) > limit:
         raise PayloadTooLarge(f"{len(mapping.telemetry)} spans exceed the limit of {limit}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from litestar import Request, get, patch
@@ -10,7 +10,7 @@ from litestar.exceptions import HTTPException, NotFoundException, ValidationExce
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
 
-from cockpit.gateway.security import READERS, OPERATORS, requires
+from cockpit.gateway.security import OPERATORS, READERS, requires
 from cockpit.verdict import IllegalTransition, VerdictFilters, VerdictNotFound
 
 __all__ = ["alliance_graph", "get_verdict", "list_verdicts", "patch_verdict", "stats", "verdict_evidence", "verdict_stats"]
@@ -32,6 +32,11 @@ class VerdictPatch(BaseModel):
 def _aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         raise ValidationException("since must carry a time zone (ISO 8601, e.g. 2026-01-01T00:00:00Z)")
+    if value is not None:
+        try:
+            value.astimezone(UTC)  # compared in UTC: 9999-12-31T23:59-14:00 has no UTC form
+        except OverflowError:
+            raise ValidationException("since is out of range once converted to UTC") from None
     return value
 
 
