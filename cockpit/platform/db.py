@@ -99,6 +99,10 @@ class Database:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
+            # One connection, handed out in turn by the pool's asyncio queue: SQLite
+            # takes one writer at a time anyway, and writers contending through its
+            # busy handler (sleeps of up to 100 ms) collapse under load.
+            kwargs.update(pool_size=1, max_overflow=0, pool_timeout=pool_timeout)
         else:
             # The runbook's pool: 20 connections, 10 overflow, 30 s wait.
             kwargs.update(
