@@ -28,6 +28,8 @@ class IngestResult:
     duplicates: int = 0
     quarantined: int = 0
     new_by_fleet: dict[str, list[Telemetry]] = field(default_factory=dict)
+    #: ids this call stored (the first occurrence of each new message id)
+    inserted: set[str] = field(default_factory=set)
 
 
 def _row(
@@ -102,6 +104,7 @@ class TelemetryStore:
                 result.accepted += 1
                 by_fleet[t.fleet_id].append(t)
         result.new_by_fleet = dict(by_fleet)
+        result.inserted = inserted
         return result
 
     async def claim(self, message_ids: Sequence[str]) -> set[str]:

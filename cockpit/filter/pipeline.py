@@ -24,6 +24,9 @@ from cockpit.platform.metrics import Metrics
 
 __all__ = ["NarrativeFilter"]
 
+#: requests smaller than this join a group commit; larger ones are written at once
+_GROUP_COMMIT_BELOW = 100
+
 
 class NarrativeFilter:
     """Ingests telemetry (stored first, then published) and analyses it in three
@@ -49,6 +52,8 @@ class NarrativeFilter:
         self.synthesizer = Synthesizer(synthesis_config)
         self._rebuild_window = rebuild_window
         self._rebuild_limit = rebuild_limit
+        self._waiting: list[tuple[list[Telemetry], frozenset[str], asyncio.Future[IngestResult]]] = []
+        self._committer: asyncio.Task[None] | None = None
 
     def register(self) -> None:
         """Consume telemetry; shared, so replicas split the fleets between them."""
@@ -73,8 +78,46 @@ class NarrativeFilter:
         (one event per fleet).
 
         The rows are committed before anything is published, so an acknowledged
-        message is never lost.
+        message is never lost. Small requests that arrive while a write is in progress
+        are stored together in the next transaction (group commit): one commit and one
+        bus event for many single-message requests.
         """
+        if len(messages) >= _GROUP_COMMIT_BELOW:
+            return await self._ingest_now(messages, quarantined_agents)
+        future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        self._waiting.append((list(messages), frozenset(quarantined_agents), future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._group_commit())
+        return await future
+
+    async def _group_commit(self) -> None:
+        while self._waiting:
+            waiting, self._waiting = self._waiting, []
+            combined = [m for messages, _, _ in waiting for m in messages]
+            quarantined = frozenset().union(*(q for _, q, _ in waiting))
+            try:
+                stored = await self._ingest_now(combined, quarantined)
+            except Exception as exc:  # noqa: BLE001 - each waiting request gets the error
+                for _, _, future in waiting:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            taken: set[str] = set()
+            for messages, _, future in waiting:
+                mine = IngestResult()
+                for m in messages:
+                    if m.message_id in stored.inserted and m.message_id not in taken:
+                        taken.add(m.message_id)
+                        mine.accepted += 1
+                        mine.quarantined += m.source_agent_id in quarantined
+                    else:
+                        mine.duplicates += 1
+                if not future.done():
+                    future.set_result(mine)
+
+    async def _ingest_now(
+        self, messages: Sequence[Telemetry], quarantined_agents: set[str] | frozenset[str]
+    ) -> IngestResult:
         started = time.perf_counter()
         # Quarantined (MUTED) agents' messages are kept as evidence but never analysed.
         analysable = [m for m in messages if m.source_agent_id not in quarantined_agents]
