@@ -56,7 +56,8 @@ class Cockpit:
         except Exception as exc:  # noqa: BLE001
             raise StartupError(f"database unreachable ({self.db.dialect}): {_one_line(exc)}") from exc
         try:
-            await self.bus.start(timeout=self.settings.broker_connect_timeout * 2)
+            # Kafka consumer-group joins take seconds (3-18 s on Tansu): generous, bounded.
+            await self.bus.start(timeout=self.settings.broker_connect_timeout * 6)
         except Exception as exc:  # noqa: BLE001
             await self.bus.stop()
             raise StartupError(f"message broker unreachable: {str(exc).splitlines()[0]}") from exc

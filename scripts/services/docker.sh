@@ -48,7 +48,7 @@ docker_cli() {
 engine_answers() { docker_cli info >/dev/null 2>&1; }
 
 svc_install() {
-    apt_install docker.io busybox-static
+    apt_install docker.io busybox-static docker-compose
 }
 
 launch() {
