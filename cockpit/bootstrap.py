@@ -130,6 +130,6 @@ def bootstrap(settings: Settings | None = None, *, runtimes: Any = None) -> Cock
     for context in (narrative, verdicts, c2l, stream):
         context.register()
     return Cockpit(
-        settings=settings, db=db, bus=bus, metrics=metrics, api_keys=ApiKeyStore(db),
+        settings=settings, db=db, bus=bus, metrics=metrics, api_keys=ApiKeyStore(db, settings.auth_cache_seconds),
         filter=narrative, verdicts=verdicts, c2l=c2l, stream=stream, instance_id=instance_id,
     )

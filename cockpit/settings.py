@@ -42,6 +42,9 @@ class C2LSettings(BaseModel):
     rate_limits: dict[str, str] = Field(
         default_factory=lambda: {"MUTE": "10/minute", "ISOLATE": "5/minute", "TERMINATE": "3/hour"}
     )
+    #: seconds a replica trusts its cached view of an agent's token and mute state
+    #: (its own changes are seen at once; other replicas' within this bound)
+    registry_cache_seconds: float = 1.0
     docker_url: str | None = None
     kubernetes_host: str | None = None
     kubernetes_token: str | None = None
@@ -78,6 +81,9 @@ class Settings(BaseSettings):
     db_echo: bool = False
     auto_migrate: bool | None = None
     broker_connect_timeout: float = 5.0
+    #: seconds a replica trusts its cached lookup of an API key (revocations made by
+    #: this process apply at once; by another process within this bound)
+    auth_cache_seconds: float = 1.0
     instance_id: str | None = None
 
     filter: FilterSettings = Field(default_factory=FilterSettings)

@@ -9,7 +9,7 @@ ACTIVE < MUTED < REVOKED < ISOLATED < TERMINATED.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -19,6 +19,7 @@ from cockpit.c2l.models import AgentRow
 from cockpit.c2l.runtimes.process import process_ref
 from cockpit.c2l.runtimes.ref import InvalidRuntimeRef, RuntimeKind, RuntimeRef
 from cockpit.platform.auth import hash_secret, new_secret
+from cockpit.platform.cache import TtlCache
 from cockpit.platform.db import Database, utcnow
 
 __all__ = [
@@ -83,11 +84,23 @@ def _runtime_ref(runtime: Any) -> RuntimeRef:
     return ref
 
 
+#: a MUTE without an end (``muted_until`` unset) lasts until it is lifted
+_FOREVER = datetime.max.replace(tzinfo=UTC)
+
+
 class AgentRegistry:
     """Agents, their tokens and their statuses (table ``agents``)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, cache_seconds: float = 0.0) -> None:
         self._db = db
+        # Hot reads on every telemetry request: token -> (agent, usable) and
+        # agent -> muted_until. Cleared by every write below.
+        self._tokens: TtlCache[str, tuple[str, bool]] = TtlCache(cache_seconds)
+        self._mutes: TtlCache[str, datetime | None] = TtlCache(cache_seconds)
+
+    def _changed(self) -> None:
+        self._tokens.clear()
+        self._mutes.clear()
 
     # -- registration and reads -------------------------------------------------
 
@@ -123,6 +136,7 @@ class AgentRegistry:
                 session.add(row)
         except IntegrityError as exc:  # a concurrent registration of the same id
             raise AgentExists(f"agent {agent_id!r} is already registered") from exc
+        self._changed()
         return {**to_dict(row), "token": token}
 
     async def get(self, agent_id: str) -> dict[str, Any]:
@@ -196,25 +210,36 @@ class AgentRegistry:
     async def authenticate(self, token: str, *, include_revoked: bool = False) -> str | None:
         """The agent id behind ``token``; ``None`` once revoked or terminated unless
         ``include_revoked`` (for reading directives only)."""
-        async with self._db.sessions() as session:
-            row = await session.scalar(select(AgentRow).where(AgentRow.token_hash == hash_secret(token)))
-        if row is None:
+        digest = hash_secret(token)
+        cached = self._tokens.get(digest)
+        if cached is TtlCache.MISSING:
+            async with self._db.sessions() as session:
+                row = await session.scalar(select(AgentRow).where(AgentRow.token_hash == digest))
+            cached = (row.id, row.token_revoked_at is None and row.status != "TERMINATED") if row else ("", False)
+            self._tokens.put(digest, cached)  # type: ignore[arg-type]
+        agent_id, usable = cached  # type: ignore[misc]
+        if not agent_id or not (usable or include_revoked):
             return None
-        if not include_revoked and (row.token_revoked_at is not None or row.status == "TERMINATED"):
-            return None
-        return row.id
+        return agent_id
 
     async def muted(self, agent_ids: list[str] | set[str]) -> set[str]:
         """Those of ``agent_ids`` whose messaging is suspended right now."""
-        ids = list(agent_ids)
+        ids = set(agent_ids)
         if not ids:
             return set()
-        async with self._db.sessions() as session:
-            rows = await session.scalars(select(AgentRow.id).where(
-                AgentRow.id.in_(ids), AgentRow.status == "MUTED",
-                (AgentRow.muted_until.is_(None)) | (AgentRow.muted_until > utcnow()),
-            ))
-            return set(rows.all())
+        known = {i: self._mutes.get(i) for i in ids}
+        unknown = [i for i, v in known.items() if v is TtlCache.MISSING]
+        if unknown:
+            async with self._db.sessions() as session:
+                rows = (await session.execute(select(AgentRow.id, AgentRow.muted_until).where(
+                    AgentRow.id.in_(unknown), AgentRow.status == "MUTED",
+                ))).all()
+            muted = {agent_id: until or _FOREVER for agent_id, until in rows}
+            for agent_id in unknown:
+                known[agent_id] = muted.get(agent_id)
+                self._mutes.put(agent_id, muted.get(agent_id))
+        now = utcnow()
+        return {i for i, until in known.items() if until is not None and until > now}  # type: ignore[operator]
 
     async def summary(self) -> dict[str, Any]:
         """``{"active", "total", "by_status"}`` for dashboards."""
@@ -240,6 +265,7 @@ class AgentRegistry:
                 await session.execute(
                     update(AgentRow).where(AgentRow.id == agent_id).values(updated_at=utcnow(), **values)
                 )
+        self._changed()
         return await self.row(agent_id)
 
     async def revoke_token(self, agent_id: str) -> AgentRow:
@@ -249,6 +275,7 @@ class AgentRegistry:
                 update(AgentRow).where(AgentRow.id == agent_id, AgentRow.token_revoked_at.is_(None))
                 .values(token_revoked_at=utcnow(), updated_at=utcnow())
             )
+        self._changed()
         return await self.row(agent_id)
 
     async def set_frozen(self, agent_id: str, frozen: bool) -> None:
@@ -256,6 +283,7 @@ class AgentRegistry:
             await session.execute(
                 update(AgentRow).where(AgentRow.id == agent_id).values(frozen=frozen, updated_at=utcnow())
             )
+        self._changed()
 
     async def add_constraint(self, agent_id: str, constraint: dict[str, Any]) -> AgentRow:
         """Append a constraint to the agent's record."""
@@ -265,6 +293,7 @@ class AgentRegistry:
                 raise AgentNotFound(f"agent {agent_id!r} not found")
             row.constraints = [*(row.constraints or []), constraint]
             row.updated_at = utcnow()
+        self._changed()
         return row
 
     async def expired_mutes(self, now: datetime) -> list[AgentRow]:
@@ -283,5 +312,6 @@ class AgentRegistry:
                     AgentRow.id == agent_id, AgentRow.status == "MUTED", AgentRow.muted_until <= now,
                 ).values(status="ACTIVE", muted_until=None, updated_at=utcnow())
             )
+        self._changed()
         return bool(result.rowcount)  # type: ignore[attr-defined]
 

@@ -15,6 +15,7 @@ import pyotp
 from sqlalchemy import select, update
 
 from cockpit.platform.auth_models import ApiKeyRow
+from cockpit.platform.cache import TtlCache
 from cockpit.platform.db import Database, utcnow
 
 __all__ = ["OPERATORS", "READERS", "ApiKeyStore", "Principal", "Role", "hash_secret", "new_secret", "verify_totp"]
@@ -65,8 +66,9 @@ def hash_secret(secret: str) -> str:
 class ApiKeyStore:
     """Create, look up and revoke API keys."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, cache_seconds: float = 0.0) -> None:
         self._db = db
+        self._cache: TtlCache[str, Principal | None] = TtlCache(cache_seconds)
 
     async def create(
         self, name: str, role: Role, *, with_totp: bool = False
@@ -82,17 +84,22 @@ class ApiKeyStore:
         )
         async with self._db.sessions.begin() as session:
             session.add(row)
+        self._cache.clear()
         return key, _principal(row)
 
     async def authenticate(self, key: str) -> Principal | None:
         """The principal of an active key, or ``None``."""
+        digest = hash_secret(key)
+        cached = self._cache.get(digest)
+        if cached is not TtlCache.MISSING:
+            return cached  # type: ignore[return-value]
         async with self._db.sessions() as session:
             row = await session.scalar(
-                select(ApiKeyRow).where(
-                    ApiKeyRow.key_hash == hash_secret(key), ApiKeyRow.revoked_at.is_(None)
-                )
+                select(ApiKeyRow).where(ApiKeyRow.key_hash == digest, ApiKeyRow.revoked_at.is_(None))
             )
-        return _principal(row) if row else None
+        principal = _principal(row) if row else None
+        self._cache.put(digest, principal)
+        return principal
 
     async def revoke(self, key_id: str) -> bool:
         """Revoke a key by id; it stops working at once."""
@@ -102,6 +109,7 @@ class ApiKeyStore:
                 .where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
                 .values(revoked_at=utcnow())
             )
+        self._cache.clear()
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def list(self) -> list[dict[str, object]]:
