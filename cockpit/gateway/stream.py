@@ -176,7 +176,7 @@ class StreamHub:
     async def replay(self, after_seq: int, filters: StreamFilters) -> list[dict[str, Any]]:
         """Stored events after ``after_seq`` that match, oldest first (bounded)."""
         table = StreamEventRow.__table__
-        async with self._db.engine.connect() as conn:
+        async with self._db.reader.connect() as conn:
             rows = (
                 await conn.execute(
                     select(table.c.seq, table.c.type, table.c.ts, table.c.data)
@@ -195,6 +195,6 @@ class StreamHub:
     async def last_seq(self) -> int:
         from sqlalchemy import func
 
-        async with self._db.engine.connect() as conn:
+        async with self._db.reader.connect() as conn:
             value = await conn.scalar(select(func.max(StreamEventRow.__table__.c.seq)))
         return int(value or 0)

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import JSON, DateTime, MetaData, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
@@ -99,10 +99,6 @@ class Database:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
-            # One connection, handed out in turn by the pool's asyncio queue: SQLite
-            # takes one writer at a time anyway, and writers contending through its
-            # busy handler (sleeps of up to 100 ms) collapse under load.
-            kwargs.update(pool_size=1, max_overflow=0, pool_timeout=pool_timeout)
         else:
             # The runbook's pool: 20 connections, 10 overflow, 30 s wait.
             kwargs.update(
@@ -112,16 +108,32 @@ class Database:
                 pool_pre_ping=True,
                 connect_args={"connect_timeout": 5},
             )
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.dialect == "sqlite":
+            # Writers: one connection handed out in turn by the pool's asyncio queue.
+            # SQLite takes one writer at a time anyway, and writers contending through
+            # its busy handler (sleeps of up to 100 ms) collapse under load. Readers:
+            # a few read-only connections, which WAL lets run beside the writer.
+            self.engine: AsyncEngine = create_async_engine(
+                url, pool_size=1, max_overflow=0, pool_timeout=pool_timeout, **kwargs
+            )
+            self.reader: AsyncEngine = create_async_engine(
+                url, pool_size=_SQLITE_READERS, max_overflow=0, pool_timeout=pool_timeout, **kwargs
+            )
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+            event.listen(self.reader.sync_engine, "connect", _sqlite_reader_pragmas)
+        else:
+            self.engine = create_async_engine(url, **kwargs)
+            self.reader = self.engine
+        self.sessions = Sessions(
+            reader=async_sessionmaker(self.reader, expire_on_commit=False),
+            writer=async_sessionmaker(self.engine, expire_on_commit=False),
+        )
 
     async def ping(self, timeout: float = 2.0) -> None:
         """Run ``SELECT 1``; raises when the database does not answer."""
 
         async def _probe() -> None:
-            async with self.engine.connect() as conn:
+            async with self.reader.connect() as conn:
                 await conn.execute(text("SELECT 1"))
 
         await asyncio.wait_for(_probe(), timeout)
@@ -129,10 +141,37 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+        if self.reader is not self.engine:
+            await self.reader.dispose()
+
+
+_SQLITE_READERS = 4
+
+
+class Sessions:
+    """``sessions()`` opens a session for reading, ``sessions.begin()`` a transaction
+    for writing; on SQLite they come from separate pools (see :class:`Database`)."""
+
+    def __init__(self, reader: async_sessionmaker[AsyncSession], writer: async_sessionmaker[AsyncSession]) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    def __call__(self) -> AsyncSession:
+        return self._reader()
+
+    def begin(self) -> Any:
+        return self._writer.begin()
 
 
 def _json_dumps(value: Any) -> str:
     return msgspec.json.encode(value).decode()
+
+
+def _sqlite_reader_pragmas(dbapi_conn: Any, record: Any) -> None:
+    _sqlite_pragmas(dbapi_conn, record)
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA query_only=ON")  # a read session that tries to write fails loudly
+    cur.close()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

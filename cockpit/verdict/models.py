@@ -50,4 +50,6 @@ class VerdictRow(Base):
         Index("idx_verdicts_agent_id", "agent_id"),
         Index("idx_verdicts_created_at", created_at.desc()),
         Index("idx_verdicts_final_verdict", "final_verdict"),
+        # GET /verdicts lists newest-updated first.
+        Index("ix_verdicts_updated_at", updated_at.desc()),
     )
