@@ -15,29 +15,8 @@ FILE=${1:-}
 URL=${COCKPIT_DATABASE_URL:-${DATABASE_URL:-}}
 [ -n "$URL" ] || { echo "restore_cockpit_db: set COCKPIT_DATABASE_URL (postgresql://user:pass@host:port/db)" >&2; exit 2; }
 PSQL=${PSQL:-psql}
-# Sets LIBPQ_URL: the libpq URL without the password (which goes to PGPASSWORD, so it never shows
-# in `ps`), from SQLAlchemy's form too (postgresql+psycopg:// -> postgresql://).
-libpq_url() {
-    local url rest userinfo hostpart user pw
-    url=$(printf '%s' "$1" | sed -E 's#^postgres(ql)?(\+[A-Za-z0-9_]+)?://#postgresql://#')
-    case "$url" in
-        postgresql://*) ;;
-        *) echo "$(basename "$0"): not a PostgreSQL URL: ${url%%://*}://..." >&2; return 2 ;;
-    esac
-    rest=${url#postgresql://}
-    if [[ "$rest" == *@* ]]; then
-        userinfo=${rest%%@*}; hostpart=${rest#*@}
-        user=${userinfo%%:*}
-        if [[ "$userinfo" == *:* ]]; then
-            pw=${userinfo#*:}
-            PGPASSWORD=$(printf '%b' "${pw//%/\\x}")   # percent-decoded
-            export PGPASSWORD
-        fi
-        LIBPQ_URL="postgresql://$user@$hostpart"
-    else
-        LIBPQ_URL=$url
-    fi
-}
+# shellcheck source=scripts/lib/libpq_url.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/libpq_url.sh"
 libpq_url "$URL" || exit 2
 
 gzip -t "$FILE"
