@@ -88,7 +88,8 @@ def parse_telemetry(body: bytes, max_batch: int) -> list[Telemetry]:
         raise HTTPException(
             status_code=422, detail=f"invalid telemetry: {first}{errors[0]['message']}", extra=errors
         ) from None
-    for index, message in enumerate(messages):
+    # JSON can only carry U+0000 escaped, so a body without the escape needs no scan.
+    for index, message in enumerate(messages if b"\\u0000" in body else ()):
         where = nul_field(message)
         if where:
             # PostgreSQL cannot store U+0000 in text: refused on every backend alike.
