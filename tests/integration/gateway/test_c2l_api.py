@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pyotp
@@ -17,7 +14,7 @@ import pytest
 import websockets
 
 from cockpit.platform.auth import Role
-from tests.integration.gateway.conftest import Harness, make_harness
+from tests.integration.gateway.conftest import Harness
 
 AGENT = "import signal, sys, time\n" \
         "if sys.argv[1:] == ['ignore-term']: signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" \

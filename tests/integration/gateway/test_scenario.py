@@ -151,7 +151,7 @@ async def test_websocket_resume_replays_missed_events_in_order(harness: Harness)
         await ws.send(json.dumps({"type": "subscribe", "since_seq": last_seq}))
         missed = await _collect(ws, {"COLLUSION", "INCONSISTENCY", "DECEPTION"}, 10)
         await ws.send(json.dumps({"type": "ping"}))
-        while (reply := json.loads(await asyncio.wait_for(ws.recv(), 5)))["type"] != "pong":
+        while json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] != "pong":
             pass
     seqs = [e["seq"] for e in missed]
     assert seqs[0] > last_seq and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
