@@ -61,6 +61,10 @@ class TelemetryStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    @property
+    def db(self) -> Database:
+        return self._db
+
     async def insert_new(
         self,
         messages: Sequence[Telemetry],

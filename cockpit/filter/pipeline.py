@@ -15,6 +15,7 @@ from loguru import logger
 from cockpit.events import MessageAnalysis, Telemetry, TelemetryKind, TelemetryReceived
 from cockpit.filter.analysis import Intent, SemanticResult
 from cockpit.filter.ingest import IngestResult, TelemetryStore, telemetry_from_row
+from cockpit.filter.patterns import PatternStore
 from cockpit.filter.semantic import SemanticAnalyzer
 from cockpit.filter.strategic import StrategicConfig, StrategicLayer
 from cockpit.filter.synthesis import SynthesisConfig, Synthesizer
@@ -45,6 +46,7 @@ class NarrativeFilter:
         rebuild_limit: int = 50_000,
     ) -> None:
         self.store = store
+        self.patterns = PatternStore(store.db)
         self._bus = bus
         self._metrics = metrics
         self.semantic = semantic
@@ -158,6 +160,12 @@ class NarrativeFilter:
             logger.info("telemetry_redispatched", messages=sent)
         return sent
 
+    async def persist_alliances(self) -> None:
+        """Snapshot every fleet's alliance graph into the ``alliances`` table."""
+        for fleet_id in self.strategic.fleets():
+            graph = self.strategic.analyzer(fleet_id).graph().to_dict()
+            await self.patterns.record_alliances(fleet_id, graph["edges"])
+
     async def start(self, interval: float = 5.0) -> None:
         """Run the redispatch loop in the background."""
         self._redispatcher = asyncio.create_task(self._redispatch_forever(interval))
@@ -174,6 +182,7 @@ class NarrativeFilter:
             await asyncio.sleep(interval)
             try:
                 await self.redispatch_once()
+                await self.persist_alliances()
             except Exception:  # noqa: BLE001 - a database outage: try again next round
                 logger.opt(exception=True).warning("telemetry_redispatch_failed")
 
@@ -210,6 +219,7 @@ class NarrativeFilter:
         except Exception:
             self._metrics.filter_errors.inc(len(messages))
             raise
+        await self.patterns.record_drafts(drafts)
         for draft in drafts:
             await self._bus.publish(Channel.ANALYSIS, draft, key=draft.fleet_id)
         self._metrics.filter_requests.inc(len(pairs))

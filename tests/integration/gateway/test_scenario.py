@@ -123,6 +123,19 @@ async def test_scenario_produces_the_planted_verdicts_live(harness: Harness) -> 
     vstats = (await harness.client.get("/verdicts/stats", headers=harness.headers("VIEWER"))).json()
     assert vstats["by_status"]["ACTIVE"] == len(verdicts)
 
+    # Layer 2's conclusions are persisted too: one row per situation, and the graph.
+    from sqlalchemy import select
+
+    from cockpit.filter.models import AllianceRow, StrategicPatternRow
+
+    await harness.cockpit.filter.persist_alliances()
+    async with harness.cockpit.db.sessions() as session:
+        patterns = (await session.scalars(select(StrategicPatternRow))).all()
+        alliances = (await session.scalars(select(AllianceRow).where(AllianceRow.fleet_id == "scenario"))).all()
+    assert {p.category for p in patterns} >= {"ALLIANCE", "COLLUSION", "INCONSISTENCY", "DECEPTION"}
+    assert len({p.situation_key for p in patterns}) == len(patterns)
+    assert any((a.agent_a, a.agent_b) == ("alpha", "bravo") and a.strength > 0.5 for a in alliances)
+
     # Re-sending everything as one batch: all duplicates, no new rows or verdicts.
     before = r.json()["total"]
     rows_before = await harness.cockpit.filter.store.count()

@@ -1,0 +1,57 @@
+"""Persisting what Layer 2 concluded: the latest state of each situation, and the
+alliance graph, so operators (and SQL) can see them without the in-memory state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+
+from cockpit.events import VerdictDrafted
+from cockpit.filter.models import AllianceRow, StrategicPatternRow
+from cockpit.platform.db import Database, utcnow
+
+__all__ = ["PatternStore"]
+
+
+class PatternStore:
+    """Upserts into ``strategic_patterns`` (by situation) and ``alliances`` (by pair)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def _upsert(self, table: Any, keys: list[str], rows: list[dict[str, Any]]) -> Any:
+        insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
+        stmt = insert(table).values(rows)
+        updates = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
+        return stmt.on_conflict_do_update(index_elements=keys, set_=updates)
+
+    async def record_drafts(self, drafts: Sequence[VerdictDrafted]) -> None:
+        """The newest finding of each situation a draft was made for."""
+        if not drafts:
+            return
+        now = utcnow()
+        latest = {
+            d.fingerprint: {
+                "situation_key": d.fingerprint, "fleet_id": d.fleet_id, "category": d.category.value,
+                "agents": list(d.agents_involved), "target": d.target, "score": d.confidence,
+                "evidence": list(d.evidence_chain), "updated_at": now,
+            }
+            for d in drafts
+        }
+        async with self._db.engine.begin() as conn:
+            await conn.execute(self._upsert(StrategicPatternRow.__table__, ["situation_key"], list(latest.values())))
+
+    async def record_alliances(self, fleet_id: str, edges: Sequence[dict[str, Any]]) -> None:
+        """The fleet's current pair strengths (a snapshot of the alliance graph)."""
+        if not edges:
+            return
+        now = utcnow()
+        rows = [
+            {"fleet_id": fleet_id, "agent_a": min(e["source"], e["target"]), "agent_b": max(e["source"], e["target"]),
+             "strength": float(e["weight"]), "updated_at": now}
+            for e in edges
+        ]
+        async with self._db.engine.begin() as conn:
+            await conn.execute(self._upsert(AllianceRow.__table__, ["fleet_id", "agent_a", "agent_b"], rows))
