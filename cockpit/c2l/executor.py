@@ -75,6 +75,9 @@ class CommandExecutor:
         self._bus = bus
         self._metrics = metrics
         self._killswitch = killswitch
+        #: confirmations a broker outage kept from going out, by command id (in memory:
+        #: the command row stays the truth if this process dies before they are sent)
+        self._unconfirmed: dict[str, CommandConfirmed] = {}
         self._audit = audit
         self.instance_id = instance_id
         self._slots = asyncio.Semaphore(max_concurrency)
@@ -183,13 +186,30 @@ class CommandExecutor:
             executed_layers=layers, cascade_terminated=cascade, execution_time_ms=elapsed_ms or 0.0,
             timestamp=now, error=error, verdict_id=row.verdict_id, operator=row.operator,
             target_agents=list(row.target_agents))
-        try:
-            await self._bus.publish(Channel.CONFIRMATIONS, confirmation, key=row.id)
-        except Exception as exc:  # noqa: BLE001 - the row is final; a broker outage must not
-            # crash the command's task (nor abort a recovery pass) after the fact.
-            logger.warning("command_confirmation_publish_failed", command_id=row.id,
-                           error=f"{type(exc).__name__}: {exc}")
+        await self._confirm(confirmation)
         return True
+
+    async def _confirm(self, confirmation: CommandConfirmed) -> bool:
+        try:
+            await self._bus.publish(Channel.CONFIRMATIONS, confirmation, key=confirmation.command_id)
+        except Exception as exc:  # noqa: BLE001 - the row is final; a broker outage must not
+            # crash the command's task (nor abort a recovery pass) after the fact. The same
+            # event (same id, so the stream stores it once) is published again by recovery.
+            logger.warning("command_confirmation_publish_failed", command_id=confirmation.command_id,
+                           error=f"{type(exc).__name__}: {exc}")
+            self._unconfirmed[confirmation.command_id] = confirmation
+            return False
+        self._unconfirmed.pop(confirmation.command_id, None)
+        return True
+
+    async def retry_confirmations(self) -> int:
+        """Publish again the confirmations a broker outage kept from going out."""
+        sent = 0
+        for confirmation in list(self._unconfirmed.values()):
+            if not await self._confirm(confirmation):
+                break  # still down: try again next pass
+            sent += 1
+        return sent
 
     def _count(self, row: CommandRow, status: CommandStatus, now: datetime) -> None:
         self._metrics.commands_executed.labels(type=row.command_type, status=status.value).inc()

@@ -93,6 +93,7 @@ class Recovery:
             "reset": await self.reset_executing(own=False),
             "redispatched": await self.redispatch_pending(),
             "unmuted": await self.expire_mutes(),
+            "confirmed": await self._executor.retry_confirmations(),
         }
         if any(done.values()):
             logger.info("c2l_recovered", **done)
