@@ -90,8 +90,9 @@ async def latency_probe(server: Server, probes: int, interval: float) -> list[fl
     latencies: list[float] = []
     ws_url = server.base_url.replace("http", "ws") + f"/ws?api_key={server.key}&category=INCONSISTENCY"
     async with websockets.connect(ws_url, max_size=None) as ws, httpx.AsyncClient(base_url=server.base_url) as client:
+        run = uuid.uuid4().hex[:6]  # fresh situations: each probe must create a verdict
         for n in range(probes):
-            a, b = f"probe-{n}-a", f"probe-{n}-b"
+            a, b = f"probe-{run}-{n}-a", f"probe-{run}-{n}-b"
             promise = {"message_id": uuid.uuid4().hex, "fleet_id": "probes", "source_agent_id": a,
                        "target_agent_ids": [b], "content": f"I will support you {b}, count on me"}
             await client.post("/telemetry", json=promise, headers=headers)
