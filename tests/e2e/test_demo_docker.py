@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import services_dir_path
+from tests.conftest import require_service, services_dir_path
 from tests.e2e.conftest import REPO_ROOT, free_port
 from tests.e2e.test_demo import Api, clean_env, demo_command, wait_for
 
@@ -68,9 +68,7 @@ def test_image_without_python_is_refused(docker_host: str, tmp_path: Path) -> No
 
 @pytest.fixture(scope="module")
 def image() -> str:
-    host = os.environ.get("COCKPIT_TEST_DOCKER_HOST", "")
-    if not host:
-        pytest.skip("COCKPIT_TEST_DOCKER_HOST is not set")  # the docker_host fixture decides skip/fail
+    host = require_service("COCKPIT_TEST_DOCKER_HOST")  # fails under CI=true, skips otherwise
     env = {**os.environ, "DOCKER_HOST": host, "COCKPIT_SERVICES_DIR": str(services_dir_path())}
     base = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "build_base_image.sh"), BASE], env=env,
                           capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL, check=False)
