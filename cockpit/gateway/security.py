@@ -14,14 +14,11 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
-from cockpit.platform.auth import Principal, Role
+from cockpit.platform.auth import OPERATORS, READERS, Principal, Role
 
 __all__ = ["authenticate", "principal_of", "requires", "AGENT_OR_OPERATOR", "OPERATORS", "READERS"]
 
-READERS = frozenset({Role.VIEWER, Role.SOVEREIGN_OPERATOR, Role.CHIEF_ARCHITECT})
-OPERATORS = frozenset({Role.SOVEREIGN_OPERATOR, Role.CHIEF_ARCHITECT})
-AGENT_OR_OPERATOR = frozenset({Role.AGENT, Role.SOVEREIGN_OPERATOR, Role.CHIEF_ARCHITECT})
-CHIEF = frozenset({Role.CHIEF_ARCHITECT})
+AGENT_OR_OPERATOR = OPERATORS | {Role.AGENT}
 
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 

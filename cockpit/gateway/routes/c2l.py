@@ -90,6 +90,14 @@ _DOMAIN = (
 )
 
 
+def _step_up(request: Request[Any, Any, Any]) -> tuple[bool, bool]:
+    """Whether the caller's key has TOTP, and whether ``X-Cockpit-OTP`` holds a valid code."""
+    secret = principal_of(request).totp_secret
+    if secret is None:
+        return False, False
+    return True, verify_totp(secret, request.headers.get("x-cockpit-otp"))
+
+
 @post("/agents", guards=[requires(OPERATORS)], status_code=201, summary="Register an agent", tags=["agents"])
 async def create_agent(request: Request[Any, Any, Any], data: JSONBody[AgentCreate]) -> dict[str, Any]:
     try:
@@ -173,9 +181,7 @@ async def agent_directives(
 @post("/commands", guards=[requires(OPERATORS)], status_code=202, summary="Issue a C2L command", tags=["commands"])
 async def create_command(request: Request[Any, Any, Any], data: JSONBody[CommandCreate]) -> Response[dict[str, Any]]:
     principal = principal_of(request)
-    otp = request.headers.get("x-cockpit-otp")
-    has_totp = principal.totp_secret is not None
-    otp_ok = bool(has_totp and verify_totp(principal.totp_secret or "", otp))
+    has_totp, otp_ok = _step_up(request)
     try:
         receipt, created = await request.app.state.cockpit.c2l.submit_command(
             principal.name, data.model_dump(exclude_none=True), operator_has_totp=has_totp, otp_ok=otp_ok
@@ -194,8 +200,7 @@ async def create_command(request: Request[Any, Any, Any], data: JSONBody[Command
 )
 async def approve_command(request: Request[Any, Any, Any], command_id: FromPath[str]) -> dict[str, Any]:
     principal = principal_of(request)
-    has_totp = principal.totp_secret is not None
-    otp_ok = bool(has_totp and verify_totp(principal.totp_secret or "", request.headers.get("x-cockpit-otp")))
+    has_totp, otp_ok = _step_up(request)
     try:
         return await request.app.state.cockpit.c2l.approve_command(  # type: ignore[no-any-return]
             command_id, principal.name, operator_has_totp=has_totp, otp_ok=otp_ok
