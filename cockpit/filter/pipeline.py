@@ -163,7 +163,8 @@ class NarrativeFilter:
     async def persist_alliances(self) -> None:
         """Snapshot every fleet's alliance graph into the ``alliances`` table."""
         for fleet_id in self.strategic.fleets():
-            graph = self.strategic.analyzer(fleet_id).graph().to_dict()
+            # Only the pair strengths are stored: no community detection every few seconds.
+            graph = self.strategic.analyzer(fleet_id).graph(communities=False).to_dict()
             await self.patterns.record_alliances(fleet_id, graph["edges"])
 
     async def start(self, interval: float = 5.0) -> None:

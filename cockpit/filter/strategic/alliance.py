@@ -198,8 +198,10 @@ class AllianceGraph:
             signals={"tie_strength": strength, "mutual_exchanges": float(tie.mutual_count)},
         )
 
-    def snapshot(self, now: float, agents: Iterable[str] = ()) -> AllianceSnapshot:
-        """Nodes, edges above the minimum weight, and communities (Louvain).
+    def snapshot(self, now: float, agents: Iterable[str] = (), *, communities: bool = True
+                 ) -> AllianceSnapshot:
+        """Nodes, edges above the minimum weight, and (unless ``communities`` is off)
+        communities (Louvain).
 
         Computed on demand (O(pairs)), never per message.
         """
@@ -213,13 +215,13 @@ class AllianceGraph:
                 edges.append(AllianceEdge(a, b, round(weight, 4)))
                 graph.add_edge(a, b, weight=weight)
         edges.sort(key=lambda e: (-e.weight, e.a, e.b))
-        communities: list[list[str]] = []
-        if graph.number_of_edges():
+        groups: list[list[str]] = []
+        if communities and graph.number_of_edges():
             found = nx.community.louvain_communities(graph, weight="weight", seed=0)
-            communities = sorted(
+            groups = sorted(
                 (sorted(c) for c in found if len(c) > 1), key=lambda c: (-len(c), c)
             )
-        return AllianceSnapshot(sorted(graph.nodes), edges, communities)
+        return AllianceSnapshot(sorted(graph.nodes), edges, groups)
 
     def prune(self, now: float) -> int:
         """Drop ties that decayed below the graph floor; returns how many."""

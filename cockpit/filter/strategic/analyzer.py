@@ -208,10 +208,10 @@ class FleetAnalyzer:
             count += 1
         return count
 
-    def graph(self, at: datetime | None = None) -> AllianceSnapshot:
+    def graph(self, at: datetime | None = None, *, communities: bool = True) -> AllianceSnapshot:
         """The alliance graph now (or at ``at``): nodes, weighted edges, communities."""
         now = self._clock if at is None else at.timestamp()
-        return self.alliances.snapshot(now, self.directory.agents())
+        return self.alliances.snapshot(now, self.directory.agents(), communities=communities)
 
     def prune(self) -> int:
         """Drop decayed ties, stale hostility, idle agents, expired promises."""
