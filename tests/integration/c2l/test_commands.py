@@ -6,31 +6,26 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, text, update
 
 from cockpit.c2l import (
-    C2L,
     ApprovalRefused,
     CommandConflict,
     InvalidCommand,
     RateLimited,
     StepUpRequired,
     UnknownAgents,
-    build_c2l,
 )
 from cockpit.c2l.models import AuditRow, CommandExecutionRow, CommandRow
-from cockpit.events import CommandConfirmed, CommandType, ExecuteCommand
-from cockpit.platform.bus import Channel, EventBus, build_bus
-from cockpit.platform.db import Base, Database, utcnow
-from cockpit.platform.metrics import Metrics
-from cockpit.settings import C2LSettings
+from cockpit.events import CommandType, ExecuteCommand
+from cockpit.platform.bus import Channel
+from cockpit.platform.db import utcnow
+from tests.integration.c2l.conftest import Factory, Harness
 
 AGENT = """
 import signal, sys, time
@@ -38,70 +33,6 @@ print("ready", flush=True)
 while True:
     time.sleep(0.05)
 """
-
-
-@dataclass
-class Harness:
-    c2l: C2L
-    db: Database
-    bus: EventBus
-    metrics: Metrics
-    confirmations: list[CommandConfirmed] = field(default_factory=list)
-
-    def counter(self, name: str, **labels: str) -> float:
-        return self.metrics.registry.get_sample_value(name, labels) or 0.0
-
-    async def submit(self, body: dict[str, Any], operator: str = "alice", *, totp: bool = False,
-                     otp_ok: bool = False) -> tuple[dict[str, Any], bool]:
-        return await self.c2l.submit_command(operator, body, operator_has_totp=totp, otp_ok=otp_ok)
-
-    async def count(self, model: Any, *where: Any) -> int:
-        async with self.db.sessions() as session:
-            return int(await session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
-
-
-Factory = Callable[..., Awaitable[Harness]]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        return str(request.getfixturevalue("postgres_url"))
-    return f"sqlite+aiosqlite:///{tmp_path / 'c2l.db'}"
-
-
-@pytest.fixture
-async def make(db_url: str) -> AsyncIterator[Factory]:
-    """Build C2L instances (replicas) sharing one database."""
-    db = Database(db_url)
-    async with db.engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-    built: list[Harness] = []
-
-    async def factory(nats_url: str | None = None, instance_id: str = "test-instance",
-                      **settings: Any) -> Harness:
-        bus = build_bus(nats_url, None, instance_id=instance_id)
-        metrics = Metrics()
-        c2l = build_c2l(db, bus, metrics, C2LSettings(grace_seconds=0.5,
-                                                      recovery_interval_seconds=0.1, **settings),
-                        instance_id=instance_id)
-        h = Harness(c2l, db, bus, metrics)
-
-        async def confirmed(event: CommandConfirmed) -> None:
-            h.confirmations.append(event)
-
-        c2l.register()
-        bus.subscribe(Channel.CONFIRMATIONS, CommandConfirmed, confirmed, shared=False)
-        await bus.start()
-        await c2l.start()
-        built.append(h)
-        return h
-
-    yield factory
-    for h in built:
-        await h.c2l.stop()
-        await h.bus.stop()
-    await db.dispose()
 
 
 @pytest.fixture

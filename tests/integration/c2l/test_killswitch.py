@@ -7,21 +7,14 @@ import hashlib
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import select
 
-from cockpit.c2l import C2L, build_c2l
 from cockpit.c2l.killswitch import EXTERNAL_TERMINATE_NOTE
 from cockpit.c2l.models import SnapshotRow
-from cockpit.events import CommandConfirmed
-from cockpit.platform.bus import Channel, EventBus, build_bus
-from cockpit.platform.db import Base, Database
-from cockpit.platform.metrics import Metrics
-from cockpit.settings import C2LSettings
+from tests.integration.c2l.conftest import Factory, Harness
 
 AGENT = """
 import signal, sys, time
@@ -33,44 +26,9 @@ while True:
 """
 
 
-@dataclass
-class Harness:
-    c2l: C2L
-    db: Database
-    bus: EventBus
-    metrics: Metrics
-    confirmations: list[CommandConfirmed] = field(default_factory=list)
-
-    def counter(self, name: str, **labels: str) -> float:
-        return self.metrics.registry.get_sample_value(name, labels) or 0.0
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
-    if request.param == "postgres":
-        url = str(request.getfixturevalue("postgres_url"))  # skips (fails under CI) without one
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'c2l.db'}"
-    db = Database(url)
-    async with db.engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-    bus = build_bus(None, None)
-    metrics = Metrics()
-    settings = C2LSettings(grace_seconds=0.5, recovery_interval_seconds=0.1)
-    c2l = build_c2l(db, bus, metrics, settings, instance_id="test-instance")
-    h = Harness(c2l, db, bus, metrics)
-
-    async def confirmed(event: CommandConfirmed) -> None:
-        h.confirmations.append(event)
-
-    c2l.register()
-    bus.subscribe(Channel.CONFIRMATIONS, CommandConfirmed, confirmed, shared=False)
-    await bus.start()
-    await c2l.start()
-    yield h
-    await c2l.stop()
-    await bus.stop()
-    await db.dispose()
+@pytest.fixture
+async def harness(make: Factory) -> Harness:
+    return await make()
 
 
 @pytest.fixture
