@@ -93,10 +93,11 @@ class AgentRegistry:
 
     def __init__(self, db: Database, cache_seconds: float = 0.0) -> None:
         self._db = db
-        # Hot reads on every telemetry request: token -> (agent, usable) and
-        # agent -> muted_until. Cleared by every write below.
+        # Hot reads on every telemetry request: token -> (agent, usable), and the
+        # whole set of MUTED agents (few, so one query refreshes it for every agent).
+        # Cleared by every write below.
         self._tokens: TtlCache[str, tuple[str, bool]] = TtlCache(cache_seconds)
-        self._mutes: TtlCache[str, datetime | None] = TtlCache(cache_seconds)
+        self._mutes: TtlCache[str, dict[str, datetime]] = TtlCache(cache_seconds)
 
     def _changed(self) -> None:
         self._tokens.clear()
@@ -224,22 +225,18 @@ class AgentRegistry:
 
     async def muted(self, agent_ids: list[str] | set[str]) -> set[str]:
         """Those of ``agent_ids`` whose messaging is suspended right now."""
-        ids = set(agent_ids)
-        if not ids:
+        if not agent_ids:
             return set()
-        known = {i: self._mutes.get(i) for i in ids}
-        unknown = [i for i, v in known.items() if v is TtlCache.MISSING]
-        if unknown:
+        mutes = self._mutes.get("all")
+        if mutes is TtlCache.MISSING:
             async with self._db.sessions() as session:
-                rows = (await session.execute(select(AgentRow.id, AgentRow.muted_until).where(
-                    AgentRow.id.in_(unknown), AgentRow.status == "MUTED",
-                ))).all()
-            muted = {agent_id: until or _FOREVER for agent_id, until in rows}
-            for agent_id in unknown:
-                known[agent_id] = muted.get(agent_id)
-                self._mutes.put(agent_id, muted.get(agent_id))
+                rows = (await session.execute(
+                    select(AgentRow.id, AgentRow.muted_until).where(AgentRow.status == "MUTED")
+                )).all()
+            mutes = {agent_id: until or _FOREVER for agent_id, until in rows}
+            self._mutes.put("all", mutes)
         now = utcnow()
-        return {i for i, until in known.items() if until is not None and until > now}  # type: ignore[operator]
+        return {i for i in agent_ids if (until := mutes.get(i)) is not None and until > now}  # type: ignore[attr-defined]
 
     async def summary(self) -> dict[str, Any]:
         """``{"active", "total", "by_status"}`` for dashboards."""

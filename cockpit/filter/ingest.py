@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, text
 
 from cockpit.events import MessageAnalysis, Telemetry
 from cockpit.filter.models import TelemetryRow
-from cockpit.platform.db import Database, insert_ignoring_duplicates, utcnow
+from cockpit.platform.db import Database, UTCDateTime, insert_ignoring_duplicates, utcnow
 
 __all__ = ["IngestResult", "TelemetryStore", "row_to_dict", "telemetry_from_row"]
 
@@ -116,19 +117,20 @@ class TelemetryStore:
         redelivered batch (or a second replica) never analyses a message twice."""
         if not message_ids:
             return set()
-        table = TelemetryRow.__table__
-        claimed: set[str] = set()
+        # One bound value for the whole list (a JSON array on SQLite, an array on
+        # PostgreSQL): binding each id separately cost more than the update itself.
+        if self._db.dialect == "postgresql":
+            ids: Any = list(message_ids)
+            members = "SELECT unnest(CAST(:ids AS text[]))"
+        else:
+            ids = json.dumps(list(message_ids))
+            members = "SELECT value FROM json_each(:ids)"
+        stmt = text(
+            f"UPDATE telemetry SET analysed_at = :now WHERE message_id IN ({members}) "
+            "AND analysed_at IS NULL RETURNING message_id"
+        ).bindparams(bindparam("now", type_=UTCDateTime()))
         async with self._db.engine.begin() as conn:
-            for start in range(0, len(message_ids), _CHUNK):
-                chunk = list(message_ids[start : start + _CHUNK])
-                stmt = (
-                    update(table)
-                    .where(table.c.message_id.in_(chunk), table.c.analysed_at.is_(None))
-                    .values(analysed_at=utcnow())
-                    .returning(table.c.message_id)
-                )
-                claimed.update((await conn.execute(stmt)).scalars().all())
-        return claimed
+            return set((await conn.execute(stmt, {"ids": ids, "now": utcnow()})).scalars().all())
 
     async def messages(self, message_ids: Sequence[str]) -> list[dict[str, Any]]:
         """The stored messages with these ids, in time order (evidence)."""

@@ -20,12 +20,19 @@ class PatternStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._statements: dict[str, Any] = {}
 
-    def _upsert(self, table: Any, keys: list[str], rows: list[dict[str, Any]]) -> Any:
-        insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
-        stmt = insert(table).values(rows)
-        updates = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
-        return stmt.on_conflict_do_update(index_elements=keys, set_=updates)
+    def _upsert(self, table: Any, keys: list[str]) -> Any:
+        """The table's upsert, built once and executed with a list of rows
+        (executemany): a multi-VALUES insert would be compiled again every time."""
+        stmt = self._statements.get(table.name)
+        if stmt is None:
+            insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
+            stmt = insert(table)
+            updates = {c.name: stmt.excluded[c.name] for c in table.columns
+                       if c.name not in keys and not c.primary_key}
+            stmt = self._statements[table.name] = stmt.on_conflict_do_update(index_elements=keys, set_=updates)
+        return stmt
 
     async def record_drafts(self, drafts: Sequence[VerdictDrafted]) -> None:
         """The newest finding of each situation a draft was made for."""
@@ -41,7 +48,8 @@ class PatternStore:
             for d in drafts
         }
         async with self._db.engine.begin() as conn:
-            await conn.execute(self._upsert(StrategicPatternRow.__table__, ["situation_key"], list(latest.values())))
+            rows = list(latest.values())
+            await conn.execute(self._upsert(StrategicPatternRow.__table__, ["situation_key"]), rows)
 
     async def record_alliances(self, fleet_id: str, edges: Sequence[dict[str, Any]]) -> None:
         """The fleet's current pair strengths (a snapshot of the alliance graph)."""
@@ -54,4 +62,4 @@ class PatternStore:
             for e in edges
         ]
         async with self._db.engine.begin() as conn:
-            await conn.execute(self._upsert(AllianceRow.__table__, ["fleet_id", "agent_a", "agent_b"], rows))
+            await conn.execute(self._upsert(AllianceRow.__table__, ["fleet_id", "agent_a", "agent_b"]), rows)

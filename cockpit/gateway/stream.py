@@ -133,15 +133,16 @@ class StreamHub:
             ts = utcnow()
             table = StreamEventRow.__table__
             async with self._db.engine.begin() as conn:
-                await conn.execute(
-                    insert_ignoring_duplicates(self._db.dialect, table),
+                row = (await conn.execute(
+                    insert_ignoring_duplicates(self._db.dialect, table).returning(table.c.seq, table.c.ts),
                     {"source_event_id": source_event_id, "type": kind, "ts": ts, "data": data},
-                )
-                row = (
-                    await conn.execute(
-                        select(table.c.seq, table.c.ts).where(table.c.source_event_id == source_event_id)
-                    )
-                ).one()
+                )).first()
+                if row is None:  # another replica stored this event first: take its seq
+                    row = (
+                        await conn.execute(
+                            select(table.c.seq, table.c.ts).where(table.c.source_event_id == source_event_id)
+                        )
+                    ).one()
             envelope = {"type": kind, "seq": int(row.seq), "ts": row.ts.isoformat(), "data": data}
             for client in list(self._clients):
                 client.offer(envelope)

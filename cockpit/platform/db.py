@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
+from cockpit.platform import sqlite_inline
+
 __all__ = [
     "Base",
     "Database",
@@ -103,7 +105,7 @@ class Database:
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": 30}
+            kwargs["connect_args"] = {"timeout": _SQLITE_BUSY_SECONDS}  # the bulk engine's
         else:
             # The runbook's pool: 20 connections, 10 overflow, 30 s wait.
             kwargs.update(
@@ -117,18 +119,28 @@ class Database:
             # Writers: one connection handed out in turn by the pool's asyncio queue.
             # SQLite takes one writer at a time anyway, and writers contending through
             # its busy handler (sleeps of up to 100 ms) collapse under load. Readers:
-            # a few read-only connections, which WAL lets run beside the writer.
+            # a few read-only connections, which WAL lets run beside the writer. Both
+            # run statements on the loop's thread (see sqlite_inline); ``bulk`` is an
+            # aiosqlite engine on a worker thread for the reads that walk whole tables.
+            path = parsed.database or ":memory:"
+            inline = sqlite_inline.connect(path, busy_timeout=_SQLITE_BUSY_SECONDS)
             self.engine: AsyncEngine = create_async_engine(
-                url, pool_size=1, max_overflow=0, pool_timeout=pool_timeout, **kwargs
+                url, pool_size=1, max_overflow=0, pool_timeout=pool_timeout, async_creator=inline, **kwargs
             )
             self.reader: AsyncEngine = create_async_engine(
-                url, pool_size=_SQLITE_READERS, max_overflow=0, pool_timeout=pool_timeout, **kwargs
+                url, pool_size=_SQLITE_READERS, max_overflow=0, pool_timeout=pool_timeout,
+                async_creator=inline, **kwargs,
+            )
+            self.bulk: AsyncEngine = create_async_engine(
+                url, pool_size=1, max_overflow=1, pool_timeout=pool_timeout, **kwargs
             )
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.reader.sync_engine, "connect", _sqlite_reader_pragmas)
+            event.listen(self.bulk.sync_engine, "connect", _sqlite_bulk_pragmas)
         else:
             self.engine = create_async_engine(url, **kwargs)
             self.reader = self.engine
+            self.bulk = self.engine
         self.sessions = Sessions(
             reader=async_sessionmaker(self.reader, expire_on_commit=False),
             writer=async_sessionmaker(self.engine, expire_on_commit=False),
@@ -148,9 +160,12 @@ class Database:
         await self.engine.dispose()
         if self.reader is not self.engine:
             await self.reader.dispose()
+            await self.bulk.dispose()
 
 
 _SQLITE_READERS = 4
+#: how long a SQLite statement waits for another process's write lock
+_SQLITE_BUSY_SECONDS = 30
 
 
 class Sessions:
@@ -179,13 +194,21 @@ def _sqlite_reader_pragmas(dbapi_conn: Any, record: Any) -> None:
     cur.close()
 
 
+def _sqlite_bulk_pragmas(dbapi_conn: Any, record: Any) -> None:
+    _sqlite_reader_pragmas(dbapi_conn, record)
+    cur = dbapi_conn.cursor()
+    # On its worker thread, SQLite's own busy handler may sleep.
+    cur.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_SECONDS * 1000}")
+    cur.close()
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # WAL lets readers work while the ingestion path writes; NORMAL sync is durable
-    # across application crashes (not power loss), the usual trade-off for WAL.
+    # across application crashes (not power loss), the usual trade-off for WAL. No
+    # busy_timeout: on the loop's thread a busy statement is retried asynchronously.
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
 from loguru import logger
-from sqlalchemy import Text, func, select
+from sqlalchemy import Text, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cockpit.events import (
@@ -52,8 +53,12 @@ class VerdictFilters:
     offset: int = 0
 
 
-def to_dict(row: VerdictRow) -> dict[str, Any]:
-    """The wire form of a verdict (DESIGN.md section 10)."""
+_VERDICTS = VerdictRow.__table__
+
+
+def to_dict(row: Any) -> dict[str, Any]:
+    """The wire form of a verdict (DESIGN.md section 10), from a :class:`VerdictRow`
+    or anything with its attributes."""
     return {
         "id": row.id,
         "timestamp": row.updated_at.isoformat(),
@@ -122,51 +127,57 @@ class VerdictEngine:
             Channel.VERDICTS, VerdictIssued(created=created, verdict=to_dict(row)), key=row.fleet_id
         )
 
-    async def _upsert(self, draft: VerdictDrafted) -> tuple[bool, VerdictRow | None]:
+    async def _upsert(self, draft: VerdictDrafted) -> tuple[bool, Any]:
+        """``(created, row)``; ``row`` is ``None`` when the draft adds nothing. Core
+        statements, not the ORM: this runs for every draft and the unit of work cost
+        more than the statements themselves."""
         now = utcnow()
-        async with self._db.sessions.begin() as session:
-            row = await session.scalar(
-                select(VerdictRow).where(
-                    VerdictRow.fingerprint == draft.fingerprint, VerdictRow.status == "ACTIVE"
-                )
-            )
-            if row is None:
-                row = VerdictRow(
-                    id=uuid.uuid4().hex,
-                    fingerprint=draft.fingerprint,
-                    fleet_id=draft.fleet_id,
-                    agent_id=draft.agents_involved[0] if draft.agents_involved else "",
-                    final_verdict=draft.category.value,
-                    category=draft.category.value,
-                    severity=draft.severity.value,
-                    title=draft.title,
-                    agents_involved=list(draft.agents_involved),
-                    target=draft.target,
-                    evidence_chain=list(draft.evidence_chain)[-MAX_EVIDENCE:],
-                    confidence=draft.confidence,
-                    recommended_action=draft.recommended_action,
-                    status="ACTIVE",
-                    observed_at=draft.observed_at,
-                    created_at=now,
-                    updated_at=now,
-                )
-                session.add(row)
-                return True, row
-            evidence = list(row.evidence_chain)
+        async with self._db.engine.begin() as conn:
+            current = (await conn.execute(
+                select(_VERDICTS).where(_VERDICTS.c.fingerprint == draft.fingerprint,
+                                        _VERDICTS.c.status == "ACTIVE")
+            )).first()
+            if current is None:
+                values = {
+                    "id": uuid.uuid4().hex,
+                    "fingerprint": draft.fingerprint,
+                    "fleet_id": draft.fleet_id,
+                    "agent_id": draft.agents_involved[0] if draft.agents_involved else "",
+                    "final_verdict": draft.category.value,
+                    "category": draft.category.value,
+                    "severity": draft.severity.value,
+                    "title": draft.title,
+                    "agents_involved": list(draft.agents_involved),
+                    "target": draft.target,
+                    "evidence_chain": list(draft.evidence_chain)[-MAX_EVIDENCE:],
+                    "confidence": draft.confidence,
+                    "recommended_action": draft.recommended_action,
+                    "status": "ACTIVE",
+                    "mitigation_command_id": None,
+                    "observed_at": draft.observed_at,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                await conn.execute(insert(_VERDICTS), values)
+                return True, SimpleNamespace(**values)
+            evidence = list(current.evidence_chain)
             known = set(evidence)
             added = [m for m in draft.evidence_chain if m not in known]
-            severity_up = _SEVERITY_RANK[Severity(draft.severity)] > _SEVERITY_RANK[Severity(row.severity)]
-            if not added and not severity_up and abs(draft.confidence - row.confidence) < 1e-3:
+            severity_up = _SEVERITY_RANK[Severity(draft.severity)] > _SEVERITY_RANK[Severity(current.severity)]
+            if not added and not severity_up and abs(draft.confidence - current.confidence) < 1e-3:
                 return False, None
-            row.evidence_chain = (evidence + added)[-MAX_EVIDENCE:]
+            changes: dict[str, Any] = {
+                "evidence_chain": (evidence + added)[-MAX_EVIDENCE:],
+                "title": draft.title,
+                "confidence": draft.confidence,
+                "observed_at": draft.observed_at,
+                "updated_at": now,
+            }
             if severity_up:
-                row.severity = draft.severity.value
-                row.recommended_action = draft.recommended_action
-            row.title = draft.title
-            row.confidence = draft.confidence
-            row.observed_at = draft.observed_at
-            row.updated_at = now
-            return False, row
+                changes["severity"] = draft.severity.value
+                changes["recommended_action"] = draft.recommended_action
+            await conn.execute(update(_VERDICTS).where(_VERDICTS.c.id == current.id).values(changes))
+            return False, SimpleNamespace(**{**current._asdict(), **changes})
 
     async def on_command_confirmed(self, event: CommandConfirmed) -> None:
         """A completed command that names a verdict mitigates it."""
