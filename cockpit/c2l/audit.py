@@ -81,8 +81,9 @@ class AuditEntry:
     operator: str | None = None
 
 
-def to_dict(row: AuditRow) -> dict[str, Any]:
-    """The wire form of an audit row (``GET /audits``)."""
+def to_dict(row: Any) -> dict[str, Any]:
+    """The wire form of an audit row (``GET /audits``), from an :class:`AuditRow` or
+    a Core row of its table."""
     return {
         "id": row.id,
         "command_id": row.command_id,
@@ -167,7 +168,7 @@ class AuditLog:
         expected_prev = GENESIS_HASH
         count = 0
         after = 0
-        async with self._db.sessions() as session:
+        async with self._db.bulk_sessions() as session:
             while True:
                 rows = (
                     await session.scalars(
@@ -212,11 +213,12 @@ class AuditLog:
             conditions.append(AuditRow.agent_id == agent_id)
         if layer is not None:
             conditions.append(AuditRow.layer == layer)
-        async with self._db.sessions() as session:
-            total = await session.scalar(select(func.count()).select_from(AuditRow).where(*conditions))
+        table = AuditRow.__table__
+        async with self._db.reader.connect() as conn:  # Core rows: no ORM identity map to fill
+            total = await conn.scalar(select(func.count()).select_from(table).where(*conditions))
             rows = (
-                await session.scalars(
-                    select(AuditRow)
+                await conn.execute(
+                    select(table)
                     .where(*conditions)
                     .order_by(AuditRow.id.desc())
                     .limit(max(1, min(limit, 1000)))

@@ -214,8 +214,11 @@ class AgentRegistry:
         digest = hash_secret(token)
         cached = self._tokens.get(digest)
         if cached is TtlCache.MISSING:
-            async with self._db.sessions() as session:
-                row = await session.scalar(select(AgentRow).where(AgentRow.token_hash == digest))
+            async with self._db.reader.connect() as conn:  # Core: on every agent request
+                row = (await conn.execute(
+                    select(AgentRow.id, AgentRow.token_revoked_at, AgentRow.status)
+                    .where(AgentRow.token_hash == digest)
+                )).first()
             cached = (row.id, row.token_revoked_at is None and row.status != "TERMINATED") if row else ("", False)
             self._tokens.put(digest, cached)  # type: ignore[arg-type]
         agent_id, usable = cached  # type: ignore[misc]
@@ -229,8 +232,8 @@ class AgentRegistry:
             return set()
         mutes = self._mutes.get("all")
         if mutes is TtlCache.MISSING:
-            async with self._db.sessions() as session:
-                rows = (await session.execute(
+            async with self._db.reader.connect() as conn:
+                rows = (await conn.execute(
                     select(AgentRow.id, AgentRow.muted_until).where(AgentRow.status == "MUTED")
                 )).all()
             mutes = {agent_id: until or _FOREVER for agent_id, until in rows}

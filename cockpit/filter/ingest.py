@@ -146,7 +146,7 @@ class TelemetryStore:
 
     async def recent(self, since: datetime, limit: int) -> list[TelemetryRow]:
         """Analysed messages newer than ``since`` (oldest first), to rebuild state."""
-        async with self._db.sessions() as session:
+        async with self._db.bulk_sessions() as session:
             rows = (
                 await session.scalars(
                     select(TelemetryRow)

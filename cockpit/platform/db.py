@@ -145,6 +145,8 @@ class Database:
             reader=async_sessionmaker(self.reader, expire_on_commit=False),
             writer=async_sessionmaker(self.engine, expire_on_commit=False),
         )
+        #: read sessions for scans of whole tables (off the event loop's thread on SQLite)
+        self.bulk_sessions = async_sessionmaker(self.bulk, expire_on_commit=False)
 
     async def ping(self, timeout: float = 2.0) -> None:
         """Run ``SELECT 1``; raises when the database does not answer."""

@@ -211,8 +211,8 @@ class VerdictEngine:
         return data
 
     async def get(self, verdict_id: str) -> dict[str, Any]:
-        async with self._db.sessions() as session:
-            row = await session.get(VerdictRow, verdict_id)
+        async with self._db.reader.connect() as conn:
+            row = (await conn.execute(select(_VERDICTS).where(_VERDICTS.c.id == verdict_id))).first()
         if row is None:
             raise VerdictNotFound(verdict_id)
         return to_dict(row)
@@ -239,13 +239,13 @@ class VerdictEngine:
                 )
                 | (VerdictRow.target == f.agent_id)
             )
-        async with self._db.sessions() as session:
-            total = await session.scalar(select(func.count()).select_from(VerdictRow).where(*conditions))
+        async with self._db.reader.connect() as conn:  # Core rows: no ORM identity map to fill
+            total = await conn.scalar(select(func.count()).select_from(_VERDICTS).where(*conditions))
             rows = (
-                await session.scalars(
-                    select(VerdictRow)
+                await conn.execute(
+                    select(_VERDICTS)
                     .where(*conditions)
-                    .order_by(VerdictRow.updated_at.desc(), VerdictRow.id)
+                    .order_by(_VERDICTS.c.updated_at.desc(), _VERDICTS.c.id)
                     .limit(f.limit)
                     .offset(f.offset)
                 )
