@@ -167,6 +167,7 @@ class CockpitAgentClient(_AgentState):
         """SIGTERM / SIGINT request a clean stop (main thread only)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.request_stop())
+        self._handles_signals = True
 
     def run(self, on_directive: Callable[[Directive], None] | None = None,
             poll_interval: float = 1.0) -> None:
@@ -179,6 +180,8 @@ class CockpitAgentClient(_AgentState):
             except httpx.TransportError:
                 pass  # Cockpit unreachable for a moment: keep polling
             self._stop.wait(poll_interval)
+        if getattr(self, "_handles_signals", False):
+            _ignore_further_stop_signals()
 
     def close(self) -> None:
         self._http.close()
@@ -224,6 +227,7 @@ class AsyncCockpitAgentClient(_AgentState):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        self._handles_signals = True
 
     async def run(self, on_directive: Callable[[Directive], Awaitable[None] | None] | None = None,
                   poll_interval: float = 1.0) -> None:
@@ -237,6 +241,22 @@ class AsyncCockpitAgentClient(_AgentState):
             except httpx.TransportError:
                 pass
             await asyncio.to_thread(self._stop.wait, poll_interval)
+        if getattr(self, "_handles_signals", False):
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            _ignore_further_stop_signals()
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _ignore_further_stop_signals() -> None:
+    """Once the stop is under way, a second SIGTERM (the kill switch sends one right
+    after its shutdown directive) could only cut the clean-up short: Python restores
+    the default action while the interpreter finalises, so it would end the process
+    "killed by SIGTERM" after a clean stop. Ignored instead; a stop that hangs is
+    still ended by the kill switch's SIGKILL after the grace period."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy import bindparam, select, text
 
 from cockpit.events import MessageAnalysis, Telemetry
@@ -56,6 +58,52 @@ def _row(
     }
 
 
+#: the columns of a new row, in the order of :func:`_sqlite_values`
+_INSERT_COLUMNS = (
+    "message_id", "fleet_id", "source_agent_id", "target_agent_ids", "conversation_id", "kind",
+    "content", "action", "timestamp", "provenance_chain", "attributes", "received_at",
+    "quarantined", "intent", "intent_confidence", "deception_score",
+)
+_json = msgspec.json.Encoder()
+
+
+@functools.lru_cache(maxsize=32)
+def _sqlite_insert(rows: int) -> str:
+    one = "(" + ", ".join("?" * len(_INSERT_COLUMNS)) + ")"
+    return (f"INSERT INTO telemetry ({', '.join(_INSERT_COLUMNS)}) VALUES {', '.join([one] * rows)} "
+            "ON CONFLICT DO NOTHING RETURNING message_id")
+
+
+def _sqlite_timestamp(value: datetime) -> str:
+    """A timestamp as SQLAlchemy's SQLite ``DATETIME`` stores it (UTC, no zone), so
+    these rows compare and read back exactly like rows written through the ORM."""
+    v = value.astimezone(UTC)
+    return (f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
+            f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}")
+
+
+def _sqlite_values(
+    t: Telemetry, received_at: str, quarantined: bool, analysis: MessageAnalysis | None
+) -> tuple[Any, ...]:
+    """One row's values for the SQLite batch insert, already in their stored form.
+
+    The batch insert of the embedded engine skips SQLAlchemy's per-value processing
+    (three times the cost of the insert itself at 1,000 rows): JSON columns are
+    encoded with the engine's serialiser (``None`` stored as JSON ``null``, as
+    SQLAlchemy's JSON type does on SQLite), timestamps as :func:`_sqlite_timestamp`.
+    """
+    return (
+        t.message_id, t.fleet_id, t.source_agent_id, _json.encode(t.target_agent_ids).decode(),
+        t.conversation_id, t.kind.value, t.content,
+        _json.encode(t.action.model_dump() if t.action else None).decode(),
+        _sqlite_timestamp(t.timestamp), _json.encode(t.provenance_chain).decode(),
+        _json.encode(t.attributes).decode(), received_at, int(quarantined),
+        analysis.intent if analysis else None,
+        analysis.intent_confidence if analysis else None,
+        analysis.deception_score if analysis else None,
+    )
+
+
 class TelemetryStore:
     """The ``telemetry`` table: insert-if-new, claim for analysis, read evidence."""
 
@@ -90,6 +138,17 @@ class TelemetryStore:
         async with self._db.sessions.begin() as session:
             for start in range(0, len(items), _CHUNK):
                 chunk = items[start : start + _CHUNK]
+                if self._db.dialect == "sqlite":
+                    received = _sqlite_timestamp(now)
+                    values = [
+                        v for t in chunk
+                        for v in _sqlite_values(t, received, t.source_agent_id in quarantined,
+                                                analysis.get(t.message_id))
+                    ]
+                    conn = await session.connection()
+                    returned = await conn.exec_driver_sql(_sqlite_insert(len(chunk)), tuple(values))
+                    inserted.update(returned.scalars().all())
+                    continue
                 stmt = insert_ignoring_duplicates(self._db.dialect, TelemetryRow.__table__).returning(
                     TelemetryRow.message_id
                 )

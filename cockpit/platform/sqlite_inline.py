@@ -11,8 +11,9 @@ statements Cockpit sends on its hot paths (indexed look-ups, inserts, short page
 finish in tens of microseconds. What could hold the loop longer is bounded:
 
 - *Big statements.* A statement with many bound values (the multi-row insert of a
-  telemetry batch) and the commit of its transaction run on a worker thread, where
-  SQLite (which releases the GIL) works beside the loop.
+  telemetry batch) or long ones (the id list of a batch's claim), and the commit of
+  its transaction, run on a worker thread, where SQLite (which releases the GIL)
+  works beside the loop.
 - *Long runs of statements.* Every ``_YIELD_EVERY`` statements a connection lets the
   loop serve others, as a driver on a thread would.
 - *Lock waits.* Another process (``cockpit apikey create`` during ``serve``) may hold
@@ -39,8 +40,9 @@ __all__ = ["InlineConnection", "connect"]
 
 T = TypeVar("T")
 
-#: statements binding more values than this run on a worker thread
+#: statements binding more values than this, or more characters, run on a worker thread
 _HEAVY_PARAMETERS = 256
+_HEAVY_TEXT = 8192
 #: a connection yields to the event loop once every this many statements
 _YIELD_EVERY = 16
 #: first retry delay of a statement refused with SQLITE_BUSY (doubles up to _MAX_DELAY)
@@ -50,6 +52,15 @@ _MAX_DELAY = 0.05
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY or "database is locked" in str(exc)
+
+
+def _heavy(parameters: Any) -> bool:
+    """Many bound values, or a long one (an id list bound as one JSON array): work in
+    proportion, for the worker thread."""
+    if len(parameters) > _HEAVY_PARAMETERS:
+        return True
+    values = parameters.values() if isinstance(parameters, dict) else parameters
+    return sum(len(v) for v in values if isinstance(v, str | bytes)) > _HEAVY_TEXT
 
 
 class InlineCursor:
@@ -91,8 +102,7 @@ class InlineCursor:
         if parameters is None:
             await self._owner._run(self._cursor.execute, sql)
         else:
-            heavy = len(parameters) > _HEAVY_PARAMETERS
-            await self._owner._run(self._cursor.execute, sql, parameters, heavy=heavy)
+            await self._owner._run(self._cursor.execute, sql, parameters, heavy=_heavy(parameters))
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Any]) -> InlineCursor:
