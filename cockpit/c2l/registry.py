@@ -99,8 +99,12 @@ class AgentRegistry:
         self._tokens: TtlCache[str, tuple[str, bool]] = TtlCache(cache_seconds)
         self._mutes: TtlCache[str, dict[str, datetime]] = TtlCache(cache_seconds)
 
-    def _changed(self) -> None:
-        self._tokens.clear()
+    def _changed(self, *, tokens: bool = True) -> None:
+        """Forget cached reads after a write; ``tokens=False`` for writes that cannot
+        change whether a token is usable (mutes, freezes, constraints), so a burst of
+        MUTEs does not send every agent's next request back to the database."""
+        if tokens:
+            self._tokens.clear()
         self._mutes.clear()
 
     # -- registration and reads -------------------------------------------------
@@ -265,7 +269,8 @@ class AgentRegistry:
                 await session.execute(
                     update(AgentRow).where(AgentRow.id == agent_id).values(updated_at=utcnow(), **values)
                 )
-        self._changed()
+        # A token stops working when its agent is TERMINATED or it is revoked.
+        self._changed(tokens=status == "TERMINATED" or "token_revoked_at" in values)
         return await self.row(agent_id)
 
     async def revoke_token(self, agent_id: str) -> AgentRow:
@@ -283,7 +288,7 @@ class AgentRegistry:
             await session.execute(
                 update(AgentRow).where(AgentRow.id == agent_id).values(frozen=frozen, updated_at=utcnow())
             )
-        self._changed()
+        self._changed(tokens=False)
 
     async def add_constraint(self, agent_id: str, constraint: dict[str, Any]) -> AgentRow:
         """Append a constraint to the agent's record."""
@@ -293,7 +298,7 @@ class AgentRegistry:
                 raise AgentNotFound(f"agent {agent_id!r} not found")
             row.constraints = [*(row.constraints or []), constraint]
             row.updated_at = utcnow()
-        self._changed()
+        self._changed(tokens=False)
         return row
 
     async def expired_mutes(self, now: datetime) -> list[AgentRow]:
@@ -312,6 +317,6 @@ class AgentRegistry:
                     AgentRow.id == agent_id, AgentRow.status == "MUTED", AgentRow.muted_until <= now,
                 ).values(status="ACTIVE", muted_until=None, updated_at=utcnow())
             )
-        self._changed()
+        self._changed(tokens=False)
         return bool(result.rowcount)  # type: ignore[attr-defined]
 

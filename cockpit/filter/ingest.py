@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, select, text, update
 
 from cockpit.events import MessageAnalysis, Telemetry
 from cockpit.filter.models import TelemetryRow
@@ -176,20 +176,31 @@ class TelemetryStore:
         redelivered batch (or a second replica) never analyses a message twice."""
         if not message_ids:
             return set()
-        # One bound value for the whole list (a JSON array on SQLite, an array on
-        # PostgreSQL): binding each id separately cost more than the update itself.
-        if self._db.dialect == "postgresql":
-            ids: Any = list(message_ids)
-            members = "SELECT unnest(CAST(:ids AS text[]))"
-        else:
-            ids = json.dumps(list(message_ids))
-            members = "SELECT value FROM json_each(:ids)"
-        stmt = text(
-            f"UPDATE telemetry SET analysed_at = :now WHERE message_id IN ({members}) "
-            "AND analysed_at IS NULL RETURNING message_id"
-        ).bindparams(bindparam("now", type_=UTCDateTime()))
+        table = TelemetryRow.__table__
+        claimed: set[str] = set()
         async with self._db.engine.begin() as conn:
-            return set((await conn.execute(stmt, {"ids": ids, "now": utcnow()})).scalars().all())
+            if self._db.dialect == "sqlite":
+                # The id list as one bound value (a JSON array): binding each id
+                # separately cost more than the update itself.
+                stmt = text(
+                    "UPDATE telemetry SET analysed_at = :now WHERE message_id IN "
+                    "(SELECT value FROM json_each(:ids)) AND analysed_at IS NULL RETURNING message_id"
+                ).bindparams(bindparam("now", type_=UTCDateTime()))
+                result = await conn.execute(stmt, {"ids": json.dumps(list(message_ids)), "now": utcnow()})
+                return set(result.scalars().all())
+            # PostgreSQL: a plain IN list, which the planner resolves through the
+            # primary key (a sub-select over unnest() was joined against the whole
+            # unanalysed backlog instead).
+            for start in range(0, len(message_ids), _CHUNK):
+                chunk = list(message_ids[start : start + _CHUNK])
+                stmt = (
+                    update(table)
+                    .where(table.c.message_id.in_(chunk), table.c.analysed_at.is_(None))
+                    .values(analysed_at=utcnow())
+                    .returning(table.c.message_id)
+                )
+                claimed.update((await conn.execute(stmt)).scalars().all())
+        return claimed
 
     async def messages(self, message_ids: Sequence[str]) -> list[dict[str, Any]]:
         """The stored messages with these ids, in time order (evidence)."""

@@ -92,6 +92,7 @@ class Database:
         max_overflow: int = 10,
         pool_timeout: float = 30.0,
         echo: bool = False,
+        sqlite_busy_timeout: float = 30.0,
     ) -> None:
         self.url = url
         parsed = make_url(url)
@@ -105,7 +106,7 @@ class Database:
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": _SQLITE_BUSY_SECONDS}  # the bulk engine's
+            kwargs["connect_args"] = {"timeout": sqlite_busy_timeout}  # the bulk engine's
         else:
             # The runbook's pool: 20 connections, 10 overflow, 30 s wait.
             kwargs.update(
@@ -123,7 +124,7 @@ class Database:
             # run statements on the loop's thread (see sqlite_inline); ``bulk`` is an
             # aiosqlite engine on a worker thread for the reads that walk whole tables.
             path = parsed.database or ":memory:"
-            inline = sqlite_inline.connect(path, busy_timeout=_SQLITE_BUSY_SECONDS)
+            inline = sqlite_inline.connect(path, busy_timeout=sqlite_busy_timeout)
             self.engine: AsyncEngine = create_async_engine(
                 url, pool_size=1, max_overflow=0, pool_timeout=pool_timeout, async_creator=inline, **kwargs
             )
@@ -136,7 +137,8 @@ class Database:
             )
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.reader.sync_engine, "connect", _sqlite_reader_pragmas)
-            event.listen(self.bulk.sync_engine, "connect", _sqlite_bulk_pragmas)
+            # On its worker thread SQLite's own busy handler may sleep (the timeout above).
+            event.listen(self.bulk.sync_engine, "connect", _sqlite_reader_pragmas)
         else:
             self.engine = create_async_engine(url, **kwargs)
             self.reader = self.engine
@@ -166,8 +168,6 @@ class Database:
 
 
 _SQLITE_READERS = 4
-#: how long a SQLite statement waits for another process's write lock
-_SQLITE_BUSY_SECONDS = 30
 
 
 class Sessions:
@@ -193,14 +193,6 @@ def _sqlite_reader_pragmas(dbapi_conn: Any, record: Any) -> None:
     _sqlite_pragmas(dbapi_conn, record)
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA query_only=ON")  # a read session that tries to write fails loudly
-    cur.close()
-
-
-def _sqlite_bulk_pragmas(dbapi_conn: Any, record: Any) -> None:
-    _sqlite_reader_pragmas(dbapi_conn, record)
-    cur = dbapi_conn.cursor()
-    # On its worker thread, SQLite's own busy handler may sleep.
-    cur.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_SECONDS * 1000}")
     cur.close()
 
 
