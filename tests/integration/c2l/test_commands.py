@@ -216,7 +216,9 @@ async def test_a_command_never_started_times_out(make: Factory) -> None:
                                dispatched_at=utcnow() - timedelta(seconds=61)))
     done = await h.c2l.wait_for_command("lost", timeout=10)
     assert done["status"] == "TIMEOUT" and "deadline" in done["result"]["error"]
-    assert h.counter("command_bus_commands_executed_total", type="MUTE", status="TIMEOUT") == 1
+    # Counted right after the commit that the poll above saw (a loop turn later at most).
+    await eventually(lambda: h.counter("command_bus_commands_executed_total",
+                                       type="MUTE", status="TIMEOUT") == 1)
     await eventually(lambda: bool(h.confirmations))
     assert [(c.command_id, c.status) for c in h.confirmations] == [("lost", "TIMEOUT")]
     assert (await h.c2l.get_agent("a1"))["status"] == "ACTIVE"
@@ -336,9 +338,12 @@ async def test_commands_over_nats_jetstream_with_two_replicas(make: Factory, nat
     # Each command executed once, whichever replica claimed it.
     for cid in ids[:3]:
         assert await one.count(AuditRow, AuditRow.command_id == cid, AuditRow.action == "mute") == 1
-    executed = sum(h.counter("command_bus_commands_executed_total", type="MUTE", status="COMPLETED")
+    def executed() -> float:
+        return sum(h.counter("command_bus_commands_executed_total", type="MUTE", status="COMPLETED")
                    for h in (one, two))
-    assert executed == 3
+
+    await eventually(lambda: executed() >= 3)
+    assert executed() == 3
     # Confirmations travel over NATS to every subscriber.
     await eventually(lambda: {c.command_id for c in one.confirmations} >= set(ids))
     assert (await one.c2l.verify_audit())["ok"]
