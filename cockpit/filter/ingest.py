@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -135,11 +134,11 @@ class TelemetryStore:
         now = utcnow()
         items = list(unique.values())
         inserted: set[str] = set()
+        received = _sqlite_timestamp(now) if self._db.dialect == "sqlite" else ""
         async with self._db.sessions.begin() as session:
             for start in range(0, len(items), _CHUNK):
                 chunk = items[start : start + _CHUNK]
                 if self._db.dialect == "sqlite":
-                    received = _sqlite_timestamp(now)
                     values = [
                         v for t in chunk
                         for v in _sqlite_values(t, received, t.source_agent_id in quarantined,
@@ -186,7 +185,8 @@ class TelemetryStore:
                     "UPDATE telemetry SET analysed_at = :now WHERE message_id IN "
                     "(SELECT value FROM json_each(:ids)) AND analysed_at IS NULL RETURNING message_id"
                 ).bindparams(bindparam("now", type_=UTCDateTime()))
-                result = await conn.execute(stmt, {"ids": json.dumps(list(message_ids)), "now": utcnow()})
+                ids = _json.encode(list(message_ids)).decode()
+                result = await conn.execute(stmt, {"ids": ids, "now": utcnow()})
                 return set(result.scalars().all())
             # PostgreSQL: a plain IN list, which the planner resolves through the
             # primary key (a sub-select over unnest() was joined against the whole

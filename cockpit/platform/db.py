@@ -106,25 +106,12 @@ class Database:
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": sqlite_busy_timeout}  # the bulk engine's
-        else:
-            # The runbook's pool: 20 connections, 10 overflow, 30 s wait.
-            kwargs.update(
-                pool_size=pool_size,
-                max_overflow=max_overflow,
-                pool_timeout=pool_timeout,
-                pool_pre_ping=True,
-                connect_args={"connect_timeout": 5},
-            )
-        if self.dialect == "sqlite":
             # Writers: one connection handed out in turn by the pool's asyncio queue.
             # SQLite takes one writer at a time anyway, and writers contending through
             # its busy handler (sleeps of up to 100 ms) collapse under load. Readers:
             # a few read-only connections, which WAL lets run beside the writer. Both
-            # run statements on the loop's thread (see sqlite_inline); ``bulk`` is an
-            # aiosqlite engine on a worker thread for the reads that walk whole tables.
-            path = parsed.database or ":memory:"
-            inline = sqlite_inline.connect(path, busy_timeout=sqlite_busy_timeout)
+            # run statements on the loop's thread (see sqlite_inline).
+            inline = sqlite_inline.connect(parsed.database or ":memory:", busy_timeout=sqlite_busy_timeout)
             self.engine: AsyncEngine = create_async_engine(
                 url, pool_size=1, max_overflow=0, pool_timeout=pool_timeout, async_creator=inline, **kwargs
             )
@@ -132,15 +119,21 @@ class Database:
                 url, pool_size=_SQLITE_READERS, max_overflow=0, pool_timeout=pool_timeout,
                 async_creator=inline, **kwargs,
             )
+            # Reads that walk whole tables: aiosqlite, on a worker thread, where SQLite's
+            # own busy handler may sleep.
             self.bulk: AsyncEngine = create_async_engine(
-                url, pool_size=1, max_overflow=1, pool_timeout=pool_timeout, **kwargs
+                url, pool_size=1, max_overflow=1, pool_timeout=pool_timeout,
+                connect_args={"timeout": sqlite_busy_timeout}, **kwargs,
             )
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.reader.sync_engine, "connect", _sqlite_reader_pragmas)
-            # On its worker thread SQLite's own busy handler may sleep (the timeout above).
             event.listen(self.bulk.sync_engine, "connect", _sqlite_reader_pragmas)
         else:
-            self.engine = create_async_engine(url, **kwargs)
+            # The runbook's pool: 20 connections, 10 overflow, 30 s wait.
+            self.engine = create_async_engine(
+                url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout,
+                pool_pre_ping=True, connect_args={"connect_timeout": 5}, **kwargs,
+            )
             self.reader = self.engine
             self.bulk = self.engine
         self.sessions = Sessions(

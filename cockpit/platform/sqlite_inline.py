@@ -198,9 +198,6 @@ class InlineConnection:
     def cursor(self) -> InlineCursor:
         return InlineCursor(self)
 
-    async def execute(self, sql: str, parameters: Any = None) -> InlineCursor:
-        return await self.cursor().execute(sql, parameters)
-
     async def commit(self) -> None:
         heavy, self._heavy_transaction = self._heavy_transaction, False
         await self._run(self._live.commit, heavy=heavy)
@@ -210,12 +207,10 @@ class InlineConnection:
         self._live.rollback()
 
     async def close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            conn.close()
+        self.stop()
 
     def stop(self) -> None:
-        """Close at once (SQLAlchemy's terminate)."""
+        """Close at once (also SQLAlchemy's terminate)."""
         if self._conn is not None:
             conn, self._conn = self._conn, None
             conn.close()
@@ -228,8 +223,9 @@ def connect(database: str, busy_timeout: float = 30.0) -> Callable[[], Any]:
     """An ``async_creator`` for ``create_async_engine``: a new inline connection to ``database``."""
 
     async def creator() -> InlineConnection:
-        # check_same_thread off: the pool may close a connection from another thread
-        # (garbage collection at exit); all statements still run on the loop's thread.
+        # check_same_thread off: big statements run on a worker thread, and the pool
+        # may close a connection from another thread (garbage collection at exit).
+        # Calls never overlap: each is awaited before the next.
         conn = sqlite3.connect(database, timeout=0, check_same_thread=False)
         return InlineConnection(conn, busy_timeout)
 
