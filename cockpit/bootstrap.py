@@ -125,7 +125,11 @@ def bootstrap(settings: Settings | None = None, *, runtimes: Any = None) -> Cock
     metrics = Metrics()
     narrative = build_filter(db, bus, metrics, settings.filter)
     verdicts = VerdictEngine(db, bus, metrics)
-    c2l = build_c2l(db, bus, metrics, settings.c2l, runtimes=runtimes, instance_id=instance_id)
+    c2l_settings = settings.c2l
+    if c2l_settings.audit_anchor_file is None:
+        c2l_settings = c2l_settings.model_copy(
+            update={"audit_anchor_file": settings.data_dir / "audit-anchors.log"})
+    c2l = build_c2l(db, bus, metrics, c2l_settings, runtimes=runtimes, instance_id=instance_id)
     stream = StreamHub(db, bus, metrics, settings.gateway.ws_replay_limit)
     for context in (narrative, verdicts, c2l, stream):
         context.register()

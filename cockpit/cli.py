@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
@@ -171,10 +172,30 @@ def cmd_apikey(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from cockpit.c2l.audit import AnchorConflict, read_anchors
+
     async def run(cockpit: Any) -> int:
-        report = await cockpit.c2l.verify_audit()
+        source = Path(args.anchor_file) if args.anchor_file else cockpit.c2l.audit_anchor_file
+        try:
+            anchors: dict[int, str] = {}
+            if source is not None and source.exists():
+                with source.open(encoding="utf-8") as lines:
+                    read_anchors(lines, anchors)
+            elif args.anchor_file:
+                return _fail(f"no anchor file at {source}")
+            read_anchors(args.anchor, anchors)
+        except AnchorConflict as exc:
+            print(f"BROKEN: {exc}")
+            return 1
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            return _fail(f"cannot read the anchors: {exc}")
+        report = await cockpit.c2l.verify_audit(anchors)
         if report["ok"]:
-            print(f"ok, {report['rows']} rows")
+            head = f"head {report['head_id']}:{report['head']}" if report["head_id"] else "empty"
+            print(f"ok, {report['rows']} rows, {report['anchors']} anchors checked, {head}")
+            if not anchors:
+                print(f"warning: no anchors (none recorded at {source}): a cut tail would not be detected",
+                      file=sys.stderr)
             return 0
         print(f"BROKEN at audit row {report['first_broken_id']}: {report['reason']} "
               f"({report['rows']} rows checked)")
@@ -233,7 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("audit", help="audit trail tools")
     a = p.add_subparsers(dest="action", required=True)
-    a.add_parser("verify", help="check the audit hash chain")
+    v = a.add_parser("verify", help="check the audit hash chain and its anchors")
+    v.add_argument("--anchor", action="append", default=[], metavar="ID:SHA256",
+                   help="a row hash recorded elsewhere (repeatable), e.g. the head printed by an earlier run")
+    v.add_argument("--anchor-file", default=None,
+                   help="anchor file to check against (default: the configured audit anchor file)")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("replay", help="push a JSONL of telemetry through the real pipeline")

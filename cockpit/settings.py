@@ -50,6 +50,11 @@ class C2LSettings(BaseModel):
     kubernetes_token: str | None = None
     kubernetes_verify_ssl: bool = True
     kubeconfig: str | None = None
+    #: append-only file where each committed audit row's id and hash is recorded, so
+    #: ``cockpit audit verify`` can tell a cut or rewritten chain (default:
+    #: ``<data_dir>/audit-anchors.log``; better on storage the database's admins
+    #: cannot rewrite)
+    audit_anchor_file: Path | None = None
 
 
 class GatewaySettings(BaseModel):

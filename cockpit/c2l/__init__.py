@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from cockpit.c2l.audit import AuditLog
@@ -181,9 +183,18 @@ class C2L:
         return await self._audit.query(command_id=command_id, agent_id=agent_id, layer=layer,
                                        limit=limit, offset=offset)
 
-    async def verify_audit(self) -> dict[str, Any]:
-        """Walk the hash chain (``cockpit audit verify``)."""
-        return await self._audit.verify()
+    async def verify_audit(self, anchors: Mapping[int, str] | None = None) -> dict[str, Any]:
+        """Walk the hash chain and check it against ``anchors`` (default: the anchor
+        file's) (``cockpit audit verify``)."""
+        return await self._audit.verify(anchors)
+
+    def audit_anchors(self) -> dict[int, str]:
+        """The anchors recorded in the configured anchor file."""
+        return self._audit.anchors()
+
+    @property
+    def audit_anchor_file(self) -> Path | None:
+        return self._audit.anchor_file
 
     async def pending_directives(self, agent_id: str, after_seq: int = 0,
                                  limit: int = 100) -> list[dict[str, Any]]:
@@ -212,7 +223,7 @@ def build_c2l(db: Database, bus: EventBus, metrics: Metrics, settings: C2LSettin
             kubeconfig_path=settings.kubeconfig, grace_seconds=settings.grace_seconds,
         ))
     instance = instance_id or uuid.uuid4().hex[:12]
-    audit = AuditLog(db)
+    audit = AuditLog(db, settings.audit_anchor_file)
     registry = AgentRegistry(db, settings.registry_cache_seconds)
     directives = DirectiveSender(db, bus)
     commands = CommandService(db, bus, registry, audit, settings)

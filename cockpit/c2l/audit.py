@@ -3,9 +3,17 @@
 Each row carries ``prev_hash`` (the previous row's ``row_hash``; 64 zeros for the
 first) and ``row_hash = sha256(prev_hash + canonical JSON of the row's fields)``,
 the id included. Editing a row breaks its own hash, deleting one breaks its
-successor's link, swapping ids breaks both. Truncating the *tail* leaves a valid
-shorter chain: :meth:`AuditLog.verify` returns the ``head`` hash so an operator can
-anchor it elsewhere (a ticket, a log shipper) and compare later.
+successor's link, swapping ids breaks both.
+
+Truncating the *tail* (or rewriting the chain and recomputing every hash after the
+change) leaves a chain that is valid on its own. Anchors catch both: after each
+commit the appended row's ``id`` and ``row_hash`` are written outside the database,
+to an append-only anchor file (one ``"<id> <row_hash>"`` line per row) and to the
+log (``audit_appended``) for a log shipper. Since a row's hash commits to every row
+before it, :meth:`AuditLog.verify` checks each anchor against the chain: an anchored
+row that is missing means the tail was cut, one with another hash means history was
+rewritten. The anchor file is only as safe as where it lives: put it on storage the
+database's administrators cannot rewrite (``chattr +a``, a WORM volume, a shipped log).
 
 There is deliberately no API to edit or delete rows.
 """
@@ -15,23 +23,66 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from loguru import logger
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from cockpit.c2l.models import AuditRow
 from cockpit.platform.db import Database, utcnow
 
-__all__ = ["GENESIS_HASH", "AuditEntry", "AuditLog", "audit_row_hash", "canonical_json"]
+__all__ = [
+    "GENESIS_HASH", "AnchorConflict", "AuditEntry", "AuditLog", "audit_row_hash", "canonical_json",
+    "parse_anchor", "read_anchors",
+]
 
 GENESIS_HASH = "0" * 64
 #: pg_advisory_xact_lock key of the audit chain ("c2l-audit" as a 63-bit int)
 _PG_LOCK_KEY = int.from_bytes(hashlib.sha256(b"c2l-audit").digest()[:8], "big") >> 1
 _VERIFY_BATCH = 1000
 _APPEND_ATTEMPTS = 20
+_ANCHOR = re.compile(r"^\s*(\d+)[\s:]+([0-9a-fA-F]{64})\s*$")
+
+
+class AnchorConflict(ValueError):
+    """The anchors record two different hashes for one row id: the audit was rolled
+    back (a restore from an older backup?) and rows were appended again."""
+
+
+def parse_anchor(text: str) -> tuple[int, str]:
+    """``"<id>:<row_hash>"`` or ``"<id> <row_hash>"`` -> ``(id, row_hash)``."""
+    match = _ANCHOR.match(text)
+    if match is None:
+        raise ValueError(f"not an audit anchor (expected ID:SHA256-HEX): {text.strip()!r}")
+    return int(match.group(1)), match.group(2).lower()
+
+
+def read_anchors(lines: Iterable[str], into: dict[int, str] | None = None) -> dict[int, str]:
+    """Anchors from anchor-file lines (blank lines and ``#`` comments skipped); raises
+    :class:`AnchorConflict` when one id is anchored with two hashes, ``ValueError``
+    on a malformed line."""
+    anchors = {} if into is None else into
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            row_id, row_hash = parse_anchor(line)
+        except ValueError as exc:
+            raise ValueError(f"line {number}: {exc}") from None
+        known = anchors.setdefault(row_id, row_hash)
+        if known != row_hash:
+            raise AnchorConflict(
+                f"audit row {row_id} is anchored with two different hashes: the audit was "
+                "rolled back (restored from a backup?) and rewritten"
+            )
+    return anchors
 
 
 def canonical_json(value: Any) -> str:
@@ -102,8 +153,9 @@ def to_dict(row: Any) -> dict[str, Any]:
 class AuditLog:
     """Appends, verifies and queries the hash-chained audit."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, anchor_file: Path | None = None) -> None:
         self._db = db
+        self.anchor_file = anchor_file
         # One writer at a time in this process; PostgreSQL's advisory lock extends
         # that to every replica, so concurrent appends never fork the chain.
         self._lock = asyncio.Lock()
@@ -115,12 +167,39 @@ class AuditLog:
         async with self._lock:
             for _attempt in range(_APPEND_ATTEMPTS):
                 try:
-                    return await self._append_once(entry, details)
+                    row = await self._append_once(entry, details)
                 except IntegrityError:
                     # Another writer without our lock (a second process on SQLite)
                     # took the same position first: re-read the head and retry.
                     continue
+                self._anchor(row["id"], row["row_hash"])
+                return row
         raise RuntimeError("audit append kept colliding with other writers")
+
+    def _anchor(self, row_id: int, row_hash: str) -> None:
+        """Record a committed row outside the database (after the commit, so an
+        anchor never names a row that was rolled back)."""
+        logger.info("audit_appended", audit_id=row_id, row_hash=row_hash)
+        if self.anchor_file is None:
+            return
+        try:
+            # One short O_APPEND write per line: replicas sharing the file interleave
+            # whole lines.
+            fd = os.open(self.anchor_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                os.write(fd, f"{row_id} {row_hash}\n".encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            # The row is committed; a missing anchor only weakens truncation checks.
+            logger.error("audit_anchor_failed", audit_id=row_id, path=str(self.anchor_file), error=str(exc))
+
+    def anchors(self) -> dict[int, str]:
+        """The anchors recorded in this log's anchor file (empty without one)."""
+        if self.anchor_file is None or not self.anchor_file.exists():
+            return {}
+        with self.anchor_file.open(encoding="utf-8") as lines:
+            return read_anchors(lines)
 
     async def _append_once(self, entry: AuditEntry, details: dict[str, Any]) -> dict[str, Any]:
         async with self._db.sessions.begin() as session:
@@ -158,16 +237,20 @@ class AuditLog:
             session.add(row)
         return to_dict(row)
 
-    async def verify(self) -> dict[str, Any]:
-        """Walk the whole chain in id order.
+    async def verify(self, anchors: Mapping[int, str] | None = None) -> dict[str, Any]:
+        """Walk the whole chain in id order, checking it against ``anchors``
+        (``{id: row_hash}``; default: this log's anchor file).
 
-        Returns ``{"ok", "rows", "first_broken_id", "reason", "head"}``; ``reason``
-        says what is wrong with the first broken row (altered, deleted before it,
-        reordered), ``head`` is the last row's hash.
+        Returns ``{"ok", "rows", "first_broken_id", "reason", "head", "head_id",
+        "anchors"}``; ``reason`` says what is wrong with the first broken row
+        (altered, deleted before it, reordered, cut from the tail, rewritten),
+        ``head`` is the last row's hash and ``anchors`` how many were checked.
         """
+        anchors = self.anchors() if anchors is None else anchors
         expected_prev = GENESIS_HASH
         count = 0
         after = 0
+        matched: set[int] = set()
         async with self._db.bulk_sessions() as session:
             while True:
                 rows = (
@@ -191,10 +274,23 @@ class AuditLog:
                     if audit_row_hash(row.prev_hash, fields) != row.row_hash:
                         return _broken(count, row.id, "row content does not match its hash "
                                        "(altered, or its id was changed)")
+                    anchored = anchors.get(row.id)
+                    if anchored is not None:
+                        if anchored != row.row_hash:
+                            return _broken(count, row.id, "row differs from its anchor (the chain "
+                                           "was rewritten from here or earlier)")
+                        matched.add(row.id)
                     expected_prev = row.row_hash
                     after = row.id
+        missing = anchors.keys() - matched
+        if missing and max(missing) > after:
+            return _broken(count, min(i for i in missing if i > after), f"anchored row is missing: "
+                           f"rows after {after} were deleted (anchors reach row {max(missing)})")
+        if missing:
+            return _broken(count, min(missing), "anchored row is missing from the chain (deleted, "
+                           "and the chain rewritten around it)")
         return {"ok": True, "rows": count, "first_broken_id": None, "reason": "chain intact",
-                "head": expected_prev}
+                "head": expected_prev, "head_id": after or None, "anchors": len(anchors)}
 
     async def query(
         self,
@@ -235,4 +331,5 @@ def _link_reason(row: AuditRow, expected_prev: str) -> str:
 
 
 def _broken(count: int, row_id: int, reason: str) -> dict[str, Any]:
-    return {"ok": False, "rows": count, "first_broken_id": row_id, "reason": reason, "head": None}
+    return {"ok": False, "rows": count, "first_broken_id": row_id, "reason": reason, "head": None,
+            "head_id": None, "anchors": None}

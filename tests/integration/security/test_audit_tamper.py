@@ -1,6 +1,6 @@
 """The audit trail is tamper-evident: rows edited, deleted or reordered straight in
-the database are caught by the real ``cockpit audit verify`` CLI, on SQLite and
-PostgreSQL, and the restored chain verifies again."""
+the database, and the newest rows cut off, are caught by the real ``cockpit audit
+verify`` CLI, on SQLite and PostgreSQL, and the restored chain verifies again."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from tests.integration.security.conftest import final, register
 REPO = Path(__file__).resolve().parents[3]
 
 
-def verify(env: dict[str, str]) -> tuple[int, str]:
+def verify(env: dict[str, str], *args: str) -> tuple[int, str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "cockpit", "audit", "verify"], check=False,
+        [sys.executable, "-m", "cockpit", "audit", "verify", *args], check=False,
         env={**os.environ, "COCKPIT_LOG_LEVEL": "WARNING", **env},
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
@@ -47,14 +47,17 @@ def rows(conn: Connection) -> list[Any]:
     return list(conn.execute(text("SELECT id, details FROM audit_logs ORDER BY id")))
 
 
-def check_tampering(sync_url: str, env: dict[str, str]) -> None:
+def check_tampering(sync_url: str, env: dict[str, str], anchor_file: Path) -> None:
     engine = create_engine(sync_url)
     try:
         with engine.connect() as conn:
             ids = [r.id for r in rows(conn)]
+            head = conn.execute(text("SELECT row_hash FROM audit_logs WHERE id = :i"), {"i": ids[-1]}).scalar_one()
         assert len(ids) >= 8, ids
+        # The server anchored every committed row in its data dir.
+        assert len(anchor_file.read_text().splitlines()) == len(ids)
         code, out = verify(env)
-        assert code == 0 and out.strip().endswith(f"ok, {len(ids)} rows"), out
+        assert code == 0 and f"ok, {len(ids)} rows, {len(ids)} anchors checked, head {ids[-1]}:{head}" in out, out
         victim, after = ids[3], ids[4]
         cast = "CAST(:d AS JSON)" if engine.dialect.name == "postgresql" else ":d"
 
@@ -91,21 +94,49 @@ def check_tampering(sync_url: str, env: dict[str, str]) -> None:
                 conn.execute(text("UPDATE audit_logs SET id = :n WHERE id = :o"), {"n": new, "o": old})
         code, out = verify(env)
         assert code == 1 and f"BROKEN at audit row {victim}:" in out, out
+        with engine.begin() as conn:
+            for old, new in ((victim, -1), (after, victim), (-1, after)):
+                conn.execute(text("UPDATE audit_logs SET id = :n WHERE id = :o"), {"n": new, "o": old})
+        assert verify(env)[0] == 0
+
+        # 4. Cut the newest rows: the shorter chain is valid, the anchors are not there.
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM audit_logs WHERE id >= :i"), {"i": ids[-2]})
+        code, out = verify(env)
+        assert code == 1 and f"BROKEN at audit row {ids[-2]}:" in out and "deleted" in out, out
+        # Without the anchor file only an anchor kept elsewhere (the printed head) tells.
+        moved = anchor_file.rename(anchor_file.with_suffix(".moved"))
+        code, out = verify(env)
+        assert code == 0 and "no anchors" in out, out
+        code, out = verify(env, "--anchor", f"{ids[-1]}:{head}")
+        assert code == 1 and f"rows after {ids[-3]} were deleted" in out, out
+        code, out = verify(env, "--anchor-file", str(moved))
+        assert code == 1 and f"BROKEN at audit row {ids[-2]}:" in out, out
     finally:
         engine.dispose()
 
 
 async def test_tampering_is_caught_on_sqlite(tmp_path: Path) -> None:
     await fill_audit(load_settings(data_dir=tmp_path))
-    check_tampering(f"sqlite:///{tmp_path / 'cockpit.db'}", {"COCKPIT_DATA_DIR": str(tmp_path)})
+    check_tampering(f"sqlite:///{tmp_path / 'cockpit.db'}", {"COCKPIT_DATA_DIR": str(tmp_path)},
+                    tmp_path / "audit-anchors.log")
 
 
 @pytest.mark.postgres
 async def test_tampering_is_caught_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
     await fill_audit(load_settings(database_url=postgres_url, auto_migrate=True, data_dir=tmp_path))
-    check_tampering(postgres_url, {"COCKPIT_DATABASE_URL": postgres_url, "COCKPIT_DATA_DIR": str(tmp_path)})
+    check_tampering(postgres_url, {"COCKPIT_DATABASE_URL": postgres_url, "COCKPIT_DATA_DIR": str(tmp_path)},
+                    tmp_path / "audit-anchors.log")
 
 
 async def test_an_empty_chain_is_intact(tmp_path: Path) -> None:
     code, out = verify({"COCKPIT_DATA_DIR": str(tmp_path)})
-    assert code == 0 and out.strip().endswith("ok, 0 rows"), out
+    assert code == 0 and "ok, 0 rows, 0 anchors checked, empty" in out, out
+
+
+async def test_a_missing_or_bad_anchor_is_a_clear_error(tmp_path: Path) -> None:
+    env = {"COCKPIT_DATA_DIR": str(tmp_path)}
+    code, out = verify(env, "--anchor-file", str(tmp_path / "nowhere.log"))
+    assert code == 2 and "no anchor file at" in out and "Traceback" not in out, out
+    code, out = verify(env, "--anchor", "12:not-a-hash")
+    assert code == 2 and "not an audit anchor" in out and "Traceback" not in out, out

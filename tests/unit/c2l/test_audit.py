@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 import cockpit.c2l.models  # noqa: F401  (registers the tables)
-from cockpit.c2l.audit import GENESIS_HASH, AuditEntry, AuditLog
+from cockpit.c2l.audit import GENESIS_HASH, AnchorConflict, AuditEntry, AuditLog, audit_row_hash, read_anchors
 from cockpit.platform.db import Base, Database
 
 
@@ -44,7 +44,7 @@ async def test_rows_are_chained_from_sixty_four_zeros(db: Database) -> None:
     assert rows[2]["prev_hash"] == rows[1]["row_hash"]
     result = await audit.verify()
     assert result == {"ok": True, "rows": 3, "first_broken_id": None, "reason": "chain intact",
-                      "head": rows[2]["row_hash"]}
+                      "head": rows[2]["row_hash"], "head_id": 3, "anchors": 0}
 
 
 async def test_concurrent_appends_never_fork_the_chain(db: Database) -> None:
@@ -126,3 +126,60 @@ async def test_two_writers_without_a_shared_lock_keep_one_chain(db: Database) ->
                            for n in range(20) for log in (one, two)))
     result = await one.verify()
     assert result["ok"] and result["rows"] == 40
+
+
+async def test_every_committed_row_is_anchored_outside_the_database(db: Database, tmp_path: Path) -> None:
+    audit = AuditLog(db, tmp_path / "anchors.log")
+    await _fill(audit, 4)
+    items, _ = await audit.query(limit=10)
+    recorded = (tmp_path / "anchors.log").read_text().splitlines()
+    assert recorded == [f"{r['id']} {r['row_hash']}" for r in sorted(items, key=lambda r: r["id"])]
+    result = await audit.verify()
+    assert result["ok"] and result["anchors"] == 4 and result["head_id"] == 4
+
+
+async def test_a_cut_tail_is_caught_by_the_anchors(db: Database, tmp_path: Path) -> None:
+    audit = AuditLog(db, tmp_path / "anchors.log")
+    await _fill(audit, 5)
+    async with db.engine.begin() as conn:
+        await conn.execute(text("DELETE FROM audit_logs WHERE id >= 4"))
+    assert (await AuditLog(db).verify())["ok"]  # the shorter chain is valid on its own
+    result = await audit.verify()
+    assert result["ok"] is False and result["first_broken_id"] == 4
+    assert "rows after 3 were deleted" in result["reason"] and "row 5" in result["reason"]
+
+
+async def test_a_rewritten_chain_is_caught_by_the_anchors(db: Database, tmp_path: Path) -> None:
+    # Row 2 deleted, the later rows renumbered and every hash recomputed: a valid chain.
+    audit = AuditLog(db, tmp_path / "anchors.log")
+    await _fill(audit, 4)
+    async with db.engine.begin() as conn:
+        await conn.execute(text("DELETE FROM audit_logs WHERE id = 2"))
+        for old, new in ((3, 2), (4, 3)):
+            await conn.execute(text("UPDATE audit_logs SET id = :n WHERE id = :o"), {"n": new, "o": old})
+    rewriter = AuditLog(db)
+    prev = GENESIS_HASH
+    async with db.engine.begin() as conn:
+        rows = (await conn.execute(text("SELECT id FROM audit_logs ORDER BY id"))).scalars().all()
+    for row_id in rows:
+        items, _ = await rewriter.query(limit=10)
+        row = next(r for r in items if r["id"] == row_id)
+        fields = {k: row[k] for k in ("id", "command_id", "agent_id", "operator", "layer", "action",
+                                      "success", "details", "timestamp")}
+        new_hash = audit_row_hash(prev, fields)
+        async with db.engine.begin() as conn:
+            await conn.execute(text("UPDATE audit_logs SET prev_hash = :p, row_hash = :h WHERE id = :i"),
+                               {"p": prev, "h": new_hash, "i": row_id})
+        prev = new_hash
+    assert (await rewriter.verify())["ok"]  # consistent without anchors
+    result = await audit.verify()
+    assert result["ok"] is False and result["first_broken_id"] == 2 and "rewritten" in result["reason"]
+
+
+def test_anchors_that_disagree_about_a_row_mean_a_rollback() -> None:
+    h1, h2 = "a" * 64, "b" * 64
+    assert read_anchors([f"1 {h1}", "", "# comment", f"2:{h2.upper()}"]) == {1: h1, 2: h2}
+    with pytest.raises(AnchorConflict, match="row 1 is anchored with two different hashes"):
+        read_anchors([f"1 {h1}", f"1 {h2}"])
+    with pytest.raises(ValueError, match="line 1: not an audit anchor"):
+        read_anchors(["1 nothex"])
