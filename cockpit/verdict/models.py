@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Float, Index, String, text
+from sqlalchemy import Float, ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cockpit.platform.db import Base, JSONType, UTCDateTime, utcnow
 
-__all__ = ["VerdictRow"]
+__all__ = ["VerdictAgentRow", "VerdictRow"]
 
 
 class VerdictRow(Base):
@@ -52,4 +52,18 @@ class VerdictRow(Base):
         Index("idx_verdicts_final_verdict", "final_verdict"),
         # GET /verdicts lists newest-updated first.
         Index("ix_verdicts_updated_at", updated_at.desc()),
+    )
+
+
+class VerdictAgentRow(Base):
+    """Which agents a verdict names (its ``agents_involved`` and ``target``), for
+    ``GET /verdicts?agent_id=`` through an index instead of a scan of every verdict's
+    JSON. Written with the verdict; a verdict's agents never change (they are part of
+    its fingerprint)."""
+
+    __tablename__ = "verdict_agents"
+
+    agent_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    verdict_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("verdicts.id", ondelete="CASCADE"), primary_key=True
     )

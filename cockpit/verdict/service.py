@@ -8,9 +8,8 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-import msgspec
 from loguru import logger
-from sqlalchemy import Text, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cockpit.events import (
@@ -24,7 +23,7 @@ from cockpit.events import (
 from cockpit.platform.bus import Channel, EventBus
 from cockpit.platform.db import Database, utcnow
 from cockpit.platform.metrics import Metrics
-from cockpit.verdict.models import VerdictRow
+from cockpit.verdict.models import VerdictAgentRow, VerdictRow
 
 __all__ = ["IllegalTransition", "VerdictEngine", "VerdictFilters", "VerdictNotFound"]
 
@@ -54,6 +53,7 @@ class VerdictFilters:
 
 
 _VERDICTS = VerdictRow.__table__
+_VERDICT_AGENTS = VerdictAgentRow.__table__
 
 
 def to_dict(row: Any) -> dict[str, Any]:
@@ -159,6 +159,10 @@ class VerdictEngine:
                     "updated_at": now,
                 }
                 await conn.execute(insert(_VERDICTS), values)
+                named = set(draft.agents_involved) | ({draft.target} if draft.target else set())
+                if named:
+                    await conn.execute(insert(_VERDICT_AGENTS),
+                                       [{"agent_id": a, "verdict_id": values["id"]} for a in sorted(named)])
                 return True, SimpleNamespace(**values)
             evidence = list(current.evidence_chain)
             known = set(evidence)
@@ -231,14 +235,10 @@ class VerdictEngine:
         if f.since:
             conditions.append(VerdictRow.updated_at >= f.since)
         if f.agent_id:
-            # agents_involved is JSON; match the serialised id (exact, quoted), encoded
-            # as the JSON columns encode it (msgspec: non-ASCII kept, not \u-escaped).
-            conditions.append(
-                func.cast(VerdictRow.agents_involved, Text()).contains(
-                    msgspec.json.encode(f.agent_id).decode(), autoescape=True
-                )
-                | (VerdictRow.target == f.agent_id)
-            )
+            # Named among agents_involved or as the target (verdict_agents holds both).
+            conditions.append(VerdictRow.id.in_(
+                select(_VERDICT_AGENTS.c.verdict_id).where(_VERDICT_AGENTS.c.agent_id == f.agent_id)
+            ))
         async with self._db.reader.connect() as conn:  # Core rows: no ORM identity map to fill
             total = await conn.scalar(select(func.count()).select_from(_VERDICTS).where(*conditions))
             rows = (

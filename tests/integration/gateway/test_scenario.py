@@ -96,6 +96,18 @@ async def test_scenario_produces_the_planted_verdicts_live(harness: Harness) -> 
     for v in verdicts.values():
         assert not {"golf", "hotel"} & (set(v["agents_involved"]) | {v["target"]})
 
+    # ?agent_id= finds each verdict an agent is named in, as one involved or as the target.
+    async def named(agent: str) -> set[str]:
+        r = await harness.client.get("/verdicts", params={"agent_id": agent, "limit": 100},
+                                     headers=harness.headers("VIEWER"))
+        assert r.status_code == 200 and r.json()["total"] == len(r.json()["items"])
+        return {v["id"] for v in r.json()["items"]}
+
+    for agent in ("alpha", "charlie", "echo", "golf", "alph", '"alpha"', "%"):
+        expected = {v["id"] for v in verdicts.values() if agent in v["agents_involved"] or agent == v["target"]}
+        assert await named(agent) == expected, agent
+    assert collusion["id"] in await named("charlie") and not await named("golf")
+
     # Evidence resolves to the right messages, in time order.
     async def evidence(v: dict[str, Any]) -> list[str]:
         r = await harness.client.get(f"/verdicts/{v['id']}/evidence", headers=harness.headers("VIEWER"))

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 REPO = Path(__file__).resolve().parents[3]
 TABLES = {
     "telemetry", "strategic_patterns", "alliances", "verdicts", "agents", "c2l_commands",
-    "command_executions", "audit_logs", "snapshots", "api_keys", "stream_events",
+    "command_executions", "audit_logs", "snapshots", "api_keys", "stream_events", "verdict_agents",
 }
 RUNBOOK_INDEXES = {
     "verdicts": {"idx_verdicts_agent_id", "idx_verdicts_created_at", "idx_verdicts_final_verdict"},
@@ -82,3 +82,25 @@ def test_models_and_migrations_agree(database_url: str) -> None:
     out = subprocess.run([sys.executable, "-m", "alembic", "check"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_verdicts_written_before_0003_are_found_by_agent(database_url: str) -> None:
+    """0003 fills verdict_agents from the verdicts already stored."""
+    _alembic(database_url, "upgrade", "0002")
+    engine = create_engine(_sync(database_url))
+    try:
+        with engine.begin() as conn:
+            for vid, agents, target in (("v1", '["alpha", "bravo"]', "charlie"), ("v2", '["delta"]', None),
+                                        ("v3", '["alpha"]', "alpha")):
+                conn.execute(text(
+                    "INSERT INTO verdicts (id, fingerprint, fleet_id, agent_id, final_verdict, category, severity, "
+                    "title, agents_involved, target, evidence_chain, confidence, recommended_action, status, "
+                    "created_at, updated_at) VALUES (:id, :id, 'f', 'a', 'ALLIANCE', 'ALLIANCE', 'LOW', 't', "
+                    ":agents, :target, '[]', 0.5, 'MONITOR', 'ACTIVE', :now, :now)"),
+                    {"id": vid, "agents": agents, "target": target, "now": "2026-11-27 00:00:00"})
+        _alembic(database_url, "upgrade", "head")
+        with engine.connect() as conn:
+            links = set(conn.execute(text("SELECT agent_id, verdict_id FROM verdict_agents")).all())
+        assert links == {("alpha", "v1"), ("bravo", "v1"), ("charlie", "v1"), ("delta", "v2"), ("alpha", "v3")}
+    finally:
+        engine.dispose()
