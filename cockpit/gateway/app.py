@@ -14,6 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from cockpit import __version__
 from cockpit.bootstrap import Cockpit
+from cockpit.gateway.admission import LoadShedder
 from cockpit.gateway.routes import health, session, telemetry, verdicts
 from cockpit.gateway.ws import stream_socket
 
@@ -78,6 +79,8 @@ def create_app(cockpit: Cockpit, *, manage_lifecycle: bool = True) -> Litestar:
         *dashboard.HANDLERS,
     ]
 
+    shedder = LoadShedder(cockpit.metrics, cockpit.settings.gateway.max_inflight)
+
     async def on_startup(app: Litestar) -> None:
         if manage_lifecycle:
             await cockpit.start()
@@ -91,6 +94,7 @@ def create_app(cockpit: Cockpit, *, manage_lifecycle: bool = True) -> Litestar:
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         request_max_body_size=cockpit.settings.gateway.max_body_bytes,
+        middleware=[shedder.middleware],
         exception_handlers={
             HTTPException: _http_error,
             DataError: _unstorable,
@@ -116,4 +120,5 @@ def create_app(cockpit: Cockpit, *, manage_lifecycle: bool = True) -> Litestar:
         debug=False,
     )
     app.state.cockpit = cockpit
+    app.state.shedder = shedder
     return app

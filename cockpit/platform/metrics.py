@@ -107,6 +107,14 @@ class Metrics:
         self.http_errors = Counter(
             "cockpit_http_errors_total", "HTTP responses with status >= 400", ["status"], registry=r
         )
+        self.http_in_flight = Gauge(
+            "cockpit_http_requests_in_flight", "Telemetry and read-query requests in progress (the shed bound)",
+            registry=r,
+        )
+        self.http_shed = Counter(
+            "cockpit_http_shed_total", "Requests answered 503 because the server was overloaded",
+            ["method"], registry=r,
+        )
         for layer in _LAYERS:
             self.filter_duration.labels(layer=layer)
         for sev in _SEVERITIES:
