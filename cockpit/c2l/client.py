@@ -13,6 +13,8 @@ agent's own token in ``X-API-Key``. Directives arrive by polling
 ``GET /agents/{id}/directives?after=<seq>``; the client keeps the cursor and the
 state they imply (``muted``, ``constraints``, ``stopping``). A cooperative agent
 checks ``muted`` before talking to other agents and honours ``constraints``.
+``send`` retries a 503 (Cockpit overloaded or its database briefly away) after the
+answer's ``Retry-After``, with the same ``message_id``, so nothing is counted twice.
 
 :class:`AsyncCockpitAgentClient` is the same for asyncio agents.
 """
@@ -42,6 +44,24 @@ class CockpitError(Exception):
         super().__init__(f"{status_code}: {detail}")
         self.status_code = status_code
         self.detail = detail
+
+
+#: telemetry sends retried on 503 (Cockpit overloaded, or its database briefly down)
+SEND_ATTEMPTS = 4
+_MAX_RETRY_WAIT = 10.0
+
+
+def _retry_wait(response: httpx.Response, attempt: int) -> float | None:
+    """Seconds to wait before sending again, or ``None`` when the answer is final.
+    Only 503 is retried (telemetry is idempotent by ``message_id``), after the
+    server's ``Retry-After`` (capped), else an exponential backoff."""
+    if response.status_code != 503 or attempt + 1 >= SEND_ATTEMPTS:
+        return None
+    try:
+        wait = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        wait = 0.5 * 2**attempt
+    return min(max(wait, 0.0), _MAX_RETRY_WAIT)
 
 
 def _checked(response: httpx.Response) -> Any:
@@ -152,10 +172,17 @@ class CockpitAgentClient(_AgentState):
              action: dict[str, Any] | None = None, target_agent_ids: Iterable[str] = (),
              conversation_id: str | None = None, message_id: str | None = None,
              attributes: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Report one message or action (``POST /telemetry``)."""
+        """Report one message or action (``POST /telemetry``); a 503 is retried (up to
+        ``SEND_ATTEMPTS`` times, after ``Retry-After``) with the same ``message_id``."""
         body = self._telemetry(content, kind, action, target_agent_ids, conversation_id,
                                message_id, attributes)
-        return _checked(self._http.post("/telemetry", json=body, headers=self._token_headers()))  # type: ignore[no-any-return]
+        for attempt in range(SEND_ATTEMPTS):
+            response = self._http.post("/telemetry", json=body, headers=self._token_headers())
+            wait = _retry_wait(response, attempt)
+            if wait is None:
+                break
+            self._stop.wait(wait)
+        return _checked(response)  # type: ignore[no-any-return]
 
     def directives(self) -> list[Directive]:
         """New directives since the last call (and apply them to the state)."""
@@ -215,7 +242,13 @@ class AsyncCockpitAgentClient(_AgentState):
                    attributes: dict[str, Any] | None = None) -> dict[str, Any]:
         body = self._telemetry(content, kind, action, target_agent_ids, conversation_id,
                                message_id, attributes)
-        return _checked(await self._http.post("/telemetry", json=body, headers=self._token_headers()))  # type: ignore[no-any-return]
+        for attempt in range(SEND_ATTEMPTS):
+            response = await self._http.post("/telemetry", json=body, headers=self._token_headers())
+            wait = _retry_wait(response, attempt)
+            if wait is None:
+                break
+            await asyncio.sleep(wait)
+        return _checked(response)  # type: ignore[no-any-return]
 
     async def directives(self) -> list[Directive]:
         response = await self._http.get(f"/agents/{self.agent_id}/directives",

@@ -95,6 +95,41 @@ async def test_a_burst_gets_stored_whole_or_refused_whole(narrow: Harness) -> No
         assert await _stored(f"b{i}", h) == (500 if r.status_code == 202 else 0)
 
 
+async def test_the_agent_sdk_retries_a_shed_message_after_retry_after(narrow: Harness) -> None:
+    from cockpit.c2l.client import AsyncCockpitAgentClient
+
+    h = narrow
+    release = asyncio.Event()
+
+    async def trickle(body: bytes) -> AsyncIterator[bytes]:
+        yield body[:100]
+        await release.wait()
+        yield body[100:]
+
+    headers = {**h.headers(), "content-type": "application/json"}
+    slow = [asyncio.create_task(h.client.post("/telemetry", content=trickle(_batch(f"hold{i}")), headers=headers))
+            for i in range(2)]
+    for _ in range(500):
+        if h.cockpit.metrics.registry.get_sample_value("cockpit_http_requests_in_flight") == 2:
+            break
+        await asyncio.sleep(0.01)
+    agent = AsyncCockpitAgentClient(h.base_url, api_key=h.keys["SOVEREIGN_OPERATOR"])
+    try:
+        await agent.register("sdk-agent")
+        sending = asyncio.create_task(agent.send("status nominal", message_id="sdk-1"))
+        for _ in range(500):  # the first attempt is refused...
+            if h.cockpit.metrics.registry.get_sample_value("cockpit_http_shed_total", {"method": "POST"}):
+                break
+            await asyncio.sleep(0.01)
+        release.set()  # ...and the retry, a second later, finds room
+        assert await sending == {"accepted": 1, "duplicates": 0}
+    finally:
+        release.set()
+        await agent.aclose()
+        await asyncio.gather(*slow)
+    assert await _stored("sdk", h) == 1
+
+
 def test_what_is_sheddable() -> None:
     assert is_sheddable("POST", "/telemetry") and is_sheddable("POST", "/v1/traces")
     assert is_sheddable("GET", "/verdicts") and is_sheddable("GET", "/verdicts/abc/evidence")
@@ -103,3 +138,19 @@ def test_what_is_sheddable() -> None:
                          ("POST", "/agents"), ("GET", "/health"), ("GET", "/metrics"), ("PATCH", "/verdicts/x"),
                          ("GET", "/audits/verify"), ("GET", "/commands/x")):
         assert not is_sheddable(method, path), (method, path)
+
+
+def test_which_answers_the_sdk_retries() -> None:
+    import httpx
+
+    from cockpit.c2l.client import SEND_ATTEMPTS, _retry_wait
+
+    def answer(status: int, **headers: str) -> httpx.Response:
+        return httpx.Response(status, headers=headers)
+
+    assert _retry_wait(answer(503, **{"retry-after": "1"}), 0) == 1.0
+    assert _retry_wait(answer(503, **{"retry-after": "3600"}), 0) == 10.0  # capped
+    assert _retry_wait(answer(503), 2) == 2.0  # no Retry-After: exponential backoff
+    assert _retry_wait(answer(503), SEND_ATTEMPTS - 1) is None  # out of attempts
+    for final in (202, 400, 403, 413, 429, 500):
+        assert _retry_wait(answer(final), 0) is None
