@@ -188,10 +188,6 @@ class C2L:
         file's) (``cockpit audit verify``)."""
         return await self._audit.verify(anchors)
 
-    def audit_anchors(self) -> dict[int, str]:
-        """The anchors recorded in the configured anchor file."""
-        return self._audit.anchors()
-
     @property
     def audit_anchor_file(self) -> Path | None:
         return self._audit.anchor_file

@@ -55,6 +55,11 @@ class AnchorConflict(ValueError):
     """The anchors record two different hashes for one row id: the audit was rolled
     back (a restore from an older backup?) and rows were appended again."""
 
+    def __init__(self, row_id: int) -> None:
+        super().__init__(f"audit row {row_id} is anchored with two different hashes: the audit was "
+                         "rolled back (restored from a backup?) and rewritten")
+        self.row_id = row_id
+
 
 def parse_anchor(text: str) -> tuple[int, str]:
     """``"<id>:<row_hash>"`` or ``"<id> <row_hash>"`` -> ``(id, row_hash)``."""
@@ -78,10 +83,7 @@ def read_anchors(lines: Iterable[str], into: dict[int, str] | None = None) -> di
             raise ValueError(f"line {number}: {exc}") from None
         known = anchors.setdefault(row_id, row_hash)
         if known != row_hash:
-            raise AnchorConflict(
-                f"audit row {row_id} is anchored with two different hashes: the audit was "
-                "rolled back (restored from a backup?) and rewritten"
-            )
+            raise AnchorConflict(row_id)
     return anchors
 
 
@@ -246,7 +248,13 @@ class AuditLog:
         (altered, deleted before it, reordered, cut from the tail, rewritten),
         ``head`` is the last row's hash and ``anchors`` how many were checked.
         """
-        anchors = self.anchors() if anchors is None else anchors
+        if anchors is None:
+            try:
+                anchors = self.anchors()
+            except AnchorConflict as exc:
+                return _broken(0, exc.row_id, str(exc))
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                return _broken(0, None, f"the anchor file {self.anchor_file} cannot be read: {exc}")
         expected_prev = GENESIS_HASH
         count = 0
         after = 0
@@ -330,6 +338,6 @@ def _link_reason(row: AuditRow, expected_prev: str) -> str:
     return "prev_hash does not match the preceding row (a row was deleted, inserted or reordered)"
 
 
-def _broken(count: int, row_id: int, reason: str) -> dict[str, Any]:
+def _broken(count: int, row_id: int | None, reason: str) -> dict[str, Any]:
     return {"ok": False, "rows": count, "first_broken_id": row_id, "reason": reason, "head": None,
             "head_id": None, "anchors": None}

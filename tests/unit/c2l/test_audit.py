@@ -183,3 +183,15 @@ def test_anchors_that_disagree_about_a_row_mean_a_rollback() -> None:
         read_anchors([f"1 {h1}", f"1 {h2}"])
     with pytest.raises(ValueError, match="line 1: not an audit anchor"):
         read_anchors(["1 nothex"])
+
+
+async def test_an_unreadable_or_contradictory_anchor_file_is_reported(db: Database, tmp_path: Path) -> None:
+    audit = AuditLog(db, tmp_path / "anchors.log")
+    await _fill(audit, 2)
+    with (tmp_path / "anchors.log").open("a") as f:
+        f.write(f"1 {'f' * 64}\n")
+    result = await audit.verify()
+    assert result["ok"] is False and result["first_broken_id"] == 1 and "two different hashes" in result["reason"]
+    (tmp_path / "anchors.log").write_text("garbage\n")
+    result = await audit.verify()
+    assert result["ok"] is False and "cannot be read" in result["reason"]
