@@ -120,6 +120,10 @@ class AgentRegistry:
         for label, value in (("agent_id", agent_id), ("fleet_id", fleet_id)):
             if not isinstance(value, str) or len(value) > 200:
                 raise InvalidAgent(f"{label} must be a string of at most 200 characters")
+        if "/" in agent_id or not agent_id.strip():
+            # Its own routes (GET /agents/{id}, directive polling) could never match it,
+            # so the kill switch's directives could not reach it.
+            raise InvalidAgent("agent_id must not be blank or contain '/'")
         if parent_id is not None and parent_id == agent_id:
             raise InvalidAgent("an agent cannot be its own parent")
         ref = _runtime_ref(spec.get("runtime") or {"kind": "external"})

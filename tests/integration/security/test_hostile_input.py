@@ -191,6 +191,17 @@ async def test_hostile_strings_are_stored_and_returned_verbatim(harness: Harness
     assert clean(await h.client.get("/verdicts", headers=h.headers("VIEWER"))).json()["total"] >= len(hostile)
 
 
+async def test_an_agent_id_its_own_routes_cannot_address_is_refused(embedded: Harness) -> None:
+    """'/' would split GET /agents/{id} and the directive poll: such an agent could never
+    be reached by the kill switch's directives."""
+    h = embedded
+    for bad in ("team/alpha", "/", "   "):
+        r = await h.client.post("/agents", json={"agent_id": bad, "name": "x"}, headers=h.headers())
+        assert r.status_code == 422 and "agent_id" in r.json()["detail"], (bad, r.text)
+    r = await h.client.get("/agents", headers=h.headers("VIEWER"))
+    assert r.json()["total"] == 0
+
+
 async def test_null_bytes_are_refused_alike_on_every_backend(harness: Harness) -> None:
     h = harness
     base = {"message_id": "nul", "source_agent_id": "a", "content": "x"}
