@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime
+import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from loguru import logger
@@ -31,6 +32,24 @@ __all__ = ["MAX_ATTEMPTS", "CommandExecutor", "ExecutionLedger", "is_final"]
 #: executions of one command (crash + recovery) before it is given up as FAILED
 MAX_ATTEMPTS = 5
 _FINAL = (CommandStatus.COMPLETED, CommandStatus.FAILED, CommandStatus.TIMEOUT)
+#: a final command still unconfirmed this long after finishing is confirmed by recovery
+CONFIRM_AFTER_SECONDS = 5.0
+_CONFIRMATION_IDS = uuid.UUID("4f1c2a7e-9b3d-4c6e-8a5f-0d2b7c9e1a3f")
+
+
+def confirmation_of(row: CommandRow) -> CommandConfirmed:
+    """The confirmation of a final command, rebuilt from its row. Its ``event_id`` is
+    derived from the command id, so every publication of it (the first, or recovery's
+    after an outage or a crash) is one event: stored once on the stream, de-duplicated
+    by JetStream."""
+    result = row.result or {}
+    return CommandConfirmed(
+        event_id=uuid.uuid5(_CONFIRMATION_IDS, row.id).hex,
+        command_id=row.id, command_type=CommandType(row.command_type), status=CommandStatus(row.status),
+        executed_layers=list(row.executed_layers or []), cascade_terminated=list(row.cascade_terminated or []),
+        execution_time_ms=row.execution_time_ms or 0.0, timestamp=row.finished_at or utcnow(),
+        error=result.get("error"), verdict_id=row.verdict_id, operator=row.operator,
+        target_agents=list(row.target_agents))
 
 
 class ExecutionLedger:
@@ -75,9 +94,6 @@ class CommandExecutor:
         self._bus = bus
         self._metrics = metrics
         self._killswitch = killswitch
-        #: confirmations a broker outage kept from going out, by command id (in memory:
-        #: the command row stays the truth if this process dies before they are sent)
-        self._unconfirmed: dict[str, CommandConfirmed] = {}
         self._audit = audit
         self.instance_id = instance_id
         self._slots = asyncio.Semaphore(max_concurrency)
@@ -167,12 +183,13 @@ class CommandExecutor:
         if expected == CommandStatus.EXECUTING:
             conditions.append(CommandRow.claimed_by == self.instance_id)
         async with self._db.sessions.begin() as session:
-            changed = await session.execute(
+            final = (await session.execute(
                 update(CommandRow).where(*conditions).values(
                     status=status.value, executed_layers=layers, cascade_terminated=cascade,
                     result=result, execution_time_ms=elapsed_ms, finished_at=now, heartbeat_at=None)
-            )
-        if not changed.rowcount:  # type: ignore[attr-defined]
+                .returning(CommandRow)
+            )).scalar_one_or_none()
+        if final is None:
             return False
         self._count(row, status, now)
         if outcome is None:  # a TIMEOUT / give-up never reached the kill switch: audit why
@@ -181,32 +198,40 @@ class CommandExecutor:
                                                 operator="system"))
         logger.info("command_executed", command_id=row.id, type=row.command_type,
                     status=status.value, execution_time_ms=elapsed_ms, error=error)
-        confirmation = CommandConfirmed(
-            command_id=row.id, command_type=CommandType(row.command_type), status=status,
-            executed_layers=layers, cascade_terminated=cascade, execution_time_ms=elapsed_ms or 0.0,
-            timestamp=now, error=error, verdict_id=row.verdict_id, operator=row.operator,
-            target_agents=list(row.target_agents))
-        await self._confirm(confirmation)
+        await self._confirm(final)
         return True
 
-    async def _confirm(self, confirmation: CommandConfirmed) -> bool:
+    async def _confirm(self, row: CommandRow) -> bool:
+        """Publish the command's confirmation, then record that it went out. The row is
+        the outbox: until ``confirmed_at`` is set, recovery publishes it again."""
+        confirmation = confirmation_of(row)
         try:
-            await self._bus.publish(Channel.CONFIRMATIONS, confirmation, key=confirmation.command_id)
+            await self._bus.publish(Channel.CONFIRMATIONS, confirmation, key=row.id,
+                                    message_id=confirmation.event_id)
         except Exception as exc:  # noqa: BLE001 - the row is final; a broker outage must not
-            # crash the command's task (nor abort a recovery pass) after the fact. The same
-            # event (same id, so the stream stores it once) is published again by recovery.
-            logger.warning("command_confirmation_publish_failed", command_id=confirmation.command_id,
+            # crash the command's task (nor abort a recovery pass) after the fact.
+            logger.warning("command_confirmation_publish_failed", command_id=row.id,
                            error=f"{type(exc).__name__}: {exc}")
-            self._unconfirmed[confirmation.command_id] = confirmation
             return False
-        self._unconfirmed.pop(confirmation.command_id, None)
+        async with self._db.sessions.begin() as session:
+            await session.execute(update(CommandRow).where(CommandRow.id == row.id)
+                                  .values(confirmed_at=utcnow()))
         return True
 
-    async def retry_confirmations(self) -> int:
-        """Publish again the confirmations a broker outage kept from going out."""
+    async def retry_confirmations(self, limit: int = 200) -> int:
+        """Publish the confirmations of final commands that never went out (a broker
+        outage, or a replica that died between finishing and publishing)."""
+        before = utcnow() - timedelta(seconds=CONFIRM_AFTER_SECONDS)
+        async with self._db.sessions() as session:
+            rows = (await session.scalars(
+                select(CommandRow)
+                .where(CommandRow.confirmed_at.is_(None), CommandRow.finished_at.is_not(None),
+                       CommandRow.finished_at < before)
+                .order_by(CommandRow.finished_at).limit(limit)
+            )).all()
         sent = 0
-        for confirmation in list(self._unconfirmed.values()):
-            if not await self._confirm(confirmation):
+        for row in rows:
+            if not await self._confirm(row):
                 break  # still down: try again next pass
             sent += 1
         return sent

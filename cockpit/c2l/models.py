@@ -15,6 +15,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -82,6 +83,15 @@ class CommandRow(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: last time the command was published on the bus (recovery re-dispatch pacing)
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: when its confirmation was published; a final command without one is the outbox
+    #: the recovery loop publishes from (a broker outage, or a crash right after finishing)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_c2l_commands_unconfirmed", "finished_at",
+              sqlite_where=text("confirmed_at IS NULL AND finished_at IS NOT NULL"),
+              postgresql_where=text("confirmed_at IS NULL AND finished_at IS NOT NULL")),
+    )
 
 
 class CommandExecutionRow(Base):

@@ -280,3 +280,47 @@ async def test_the_same_command_id_sent_twice_across_a_nats_restart_executes_onc
         assert [c["command_id"] for c in constraints] == [command_id]
         metrics = (await client.get("/metrics")).text
         assert metric_sum(metrics, "command_bus_commands_executed_total") == 1
+
+
+async def test_a_confirmation_survives_cockpit_dying_before_it_could_publish_it(
+    cockpit_process: Callable[..., CockpitProcess], postgres_url: str, nats_url: str,
+    service_ctl: Callable[[str, str], str], target_processes: list,
+) -> None:
+    """The TERMINATE finishes while NATS is down (its confirmation cannot go out), then
+    Cockpit is SIGKILLed: nothing in memory survives. After both come back, the command
+    row (the outbox) still owes its confirmation, and operators get it, once."""
+    cockpit = cockpit_process("confirm-outbox", database_url=postgres_url, nats_url=nats_url,
+                              COCKPIT_C2L__RATE_LIMITS=RATE_LIMITS)
+    key = cockpit.key
+    proc = spawn_target(target_processes, "ignore-term")
+    agent, command_id = fresh("outbox-proc"), fresh("outbox-term")
+    async with httpx.AsyncClient(base_url=cockpit.base_url, timeout=30) as client:
+        await register_agent(client, key, agent, {"kind": "process", "pid": proc.pid})
+        r = await client.post("/commands", headers=headers(key), json={
+            "command_id": command_id, "command_type": "TERMINATE", "target_agents": [agent],
+            "parameters": {"grace_seconds": 1.5}})
+        assert r.status_code == 202, r.text
+
+        async def executing() -> bool:
+            return (await command_state(client, key, command_id))["status"] == "EXECUTING"
+        await eventually(executing, 10, "the TERMINATE to be executing", interval=0.02)
+        await _nats(service_ctl, "kill")
+        state = await wait_final(client, key, command_id, timeout=30)
+        assert state["status"] == "COMPLETED" and process_gone(proc.pid)
+    cockpit.kill()
+    await _nats(service_ctl, "start")
+    await asyncio.to_thread(cockpit.start)
+
+    ws_url = f"{cockpit.ws_base}?api_key={key}"
+
+    async def confirmed() -> list[dict[str, Any]] | None:
+        events = await replay_all(ws_url, timeout=1.0)
+        mine = [e for e in events if e["type"] == "command.confirmed" and e["data"]["command_id"] == command_id]
+        return mine or None
+    mine = await eventually(confirmed, 40, "the confirmation, published from the outbox after the restart")
+    assert len(mine) == 1 and mine[0]["data"]["status"] == "COMPLETED"
+    assert mine[0]["data"]["target_agents"] == [agent]
+    await asyncio.sleep(3)  # another recovery pass publishes nothing more
+    events = await replay_all(ws_url, timeout=1.0)
+    assert sum(1 for e in events if e["type"] == "command.confirmed"
+               and e["data"]["command_id"] == command_id) == 1

@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,23 +32,31 @@ def _batch(prefix: str, n: int = 500) -> bytes:
     ]}).encode()
 
 
+async def _fill_the_bound(h: Harness, headers: dict[str, str], prefix: str,
+                          release: asyncio.Event) -> list[asyncio.Task[Any]]:
+    """Two telemetry posts whose bodies trickle in until ``release``: the bound of two
+    requests in progress is full while they last."""
+
+    async def trickle(body: bytes) -> AsyncIterator[bytes]:
+        yield body[:100]
+        await release.wait()
+        yield body[100:]
+
+    slow = [asyncio.create_task(h.client.post("/telemetry", content=trickle(_batch(f"{prefix}{i}")),
+                                              headers=headers)) for i in range(2)]
+    for _ in range(500):
+        if h.cockpit.metrics.registry.get_sample_value("cockpit_http_requests_in_flight") == 2:
+            break
+        await asyncio.sleep(0.01)
+    return slow
+
+
 async def test_past_the_bound_bulk_is_shed_and_the_kill_switch_is_not(narrow: Harness) -> None:
     h = narrow
     token = await register(h, "worker")
     agent = {"X-API-Key": token, "content-type": "application/json"}
     release = asyncio.Event()
-
-    async def trickle(body: bytes) -> AsyncIterator[bytes]:
-        yield body[:100]
-        await release.wait()  # the request stays in progress until released
-        yield body[100:]
-
-    slow = [asyncio.create_task(h.client.post("/telemetry", content=trickle(_batch(f"slow{i}")), headers=agent))
-            for i in range(2)]
-    for _ in range(500):
-        if h.cockpit.metrics.registry.get_sample_value("cockpit_http_requests_in_flight") == 2:
-            break
-        await asyncio.sleep(0.01)
+    slow = await _fill_the_bound(h, agent, "slow", release)
     try:
         shed = await h.client.post("/telemetry", content=_batch("shed"), headers=agent)
         assert shed.status_code == 503, shed.text
@@ -100,19 +109,7 @@ async def test_the_agent_sdk_retries_a_shed_message_after_retry_after(narrow: Ha
 
     h = narrow
     release = asyncio.Event()
-
-    async def trickle(body: bytes) -> AsyncIterator[bytes]:
-        yield body[:100]
-        await release.wait()
-        yield body[100:]
-
-    headers = {**h.headers(), "content-type": "application/json"}
-    slow = [asyncio.create_task(h.client.post("/telemetry", content=trickle(_batch(f"hold{i}")), headers=headers))
-            for i in range(2)]
-    for _ in range(500):
-        if h.cockpit.metrics.registry.get_sample_value("cockpit_http_requests_in_flight") == 2:
-            break
-        await asyncio.sleep(0.01)
+    slow = await _fill_the_bound(h, {**h.headers(), "content-type": "application/json"}, "hold", release)
     agent = AsyncCockpitAgentClient(h.base_url, api_key=h.keys["SOVEREIGN_OPERATOR"])
     try:
         await agent.register("sdk-agent")
@@ -152,5 +149,5 @@ def test_which_answers_the_sdk_retries() -> None:
     assert _retry_wait(answer(503, **{"retry-after": "3600"}), 0) == 10.0  # capped
     assert _retry_wait(answer(503), 2) == 2.0  # no Retry-After: exponential backoff
     assert _retry_wait(answer(503), SEND_ATTEMPTS - 1) is None  # out of attempts
-    for final in (202, 400, 403, 413, 429, 500):
-        assert _retry_wait(answer(final), 0) is None
+    for settled in (202, 400, 403, 413, 429, 500):
+        assert _retry_wait(answer(settled), 0) is None
