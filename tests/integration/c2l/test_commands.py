@@ -163,6 +163,24 @@ async def test_rate_limit_per_operator_and_type(make: Factory) -> None:
     assert len(await refusals(h, "rate_limited")) == 1
 
 
+async def test_the_rate_limit_holds_for_concurrent_submissions(make: Factory) -> None:
+    """Thirty MUTEs from one operator at once against 10/minute: exactly ten accepted
+    (counting and inserting are one atomic step)."""
+    h = await make(rate_limits={"MUTE": "10/minute"})
+    await agent(h, "a1")
+
+    async def attempt() -> bool:
+        try:
+            await h.submit(mute("a1", duration_seconds=60))
+        except RateLimited:
+            return False
+        return True
+
+    outcomes = await asyncio.gather(*(attempt() for _ in range(30)))
+    assert outcomes.count(True) == 10
+    assert len(await refusals(h, "rate_limited")) == 20
+
+
 async def test_terminate_needs_totp_step_up_when_the_operator_has_one(make: Factory, process) -> None:
     h = await make()
     proc = process()
