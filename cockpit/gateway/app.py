@@ -120,5 +120,4 @@ def create_app(cockpit: Cockpit, *, manage_lifecycle: bool = True) -> Litestar:
         debug=False,
     )
     app.state.cockpit = cockpit
-    app.state.shedder = shedder
     return app
