@@ -44,7 +44,7 @@ from cockpit.c2l.killswitch import KillSwitch, RuntimeLookup
 from cockpit.c2l.recovery import Recovery
 from cockpit.c2l.registry import AgentExists, AgentNotFound, AgentRegistry, InvalidAgent
 from cockpit.platform.bus import EventBus
-from cockpit.platform.db import Database
+from cockpit.platform.db import Database, urgent
 from cockpit.platform.metrics import Metrics
 from cockpit.settings import C2LSettings
 
@@ -139,14 +139,16 @@ class C2L:
     async def submit_command(self, operator: str, request: dict[str, Any], *,
                              operator_has_totp: bool, otp_ok: bool) -> tuple[dict[str, Any], bool]:
         """Accept a command: ``(receipt, created)``."""
-        return await self._commands.submit(operator, request, operator_has_totp=operator_has_totp,
-                                           otp_ok=otp_ok)
+        with urgent():
+            return await self._commands.submit(operator, request, operator_has_totp=operator_has_totp,
+                                               otp_ok=otp_ok)
 
     async def approve_command(self, command_id: str, operator: str, *,
                               operator_has_totp: bool = False, otp_ok: bool = False) -> dict[str, Any]:
         """A second operator approves a PENDING_APPROVAL TERMINATE; it is dispatched."""
-        return await self._commands.approve(command_id, operator,
-                                            operator_has_totp=operator_has_totp, otp_ok=otp_ok)
+        with urgent():
+            return await self._commands.approve(command_id, operator,
+                                                operator_has_totp=operator_has_totp, otp_ok=otp_ok)
 
     async def get_command(self, command_id: str) -> dict[str, Any]:
         """A command and its outcome; raises ``CommandNotFound``."""

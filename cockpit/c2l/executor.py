@@ -24,7 +24,7 @@ from cockpit.c2l.killswitch import CommandSpec, KillOutcome, KillSwitch
 from cockpit.c2l.models import CommandExecutionRow, CommandRow
 from cockpit.events import CommandConfirmed, CommandStatus, CommandType, ExecuteCommand
 from cockpit.platform.bus import Channel, EventBus
-from cockpit.platform.db import Database, utcnow
+from cockpit.platform.db import Database, urgent, utcnow
 from cockpit.platform.metrics import Metrics
 
 __all__ = ["MAX_ATTEMPTS", "CommandExecutor", "ExecutionLedger", "is_final"]
@@ -110,11 +110,13 @@ class CommandExecutor:
 
     async def on_execute(self, event: ExecuteCommand) -> None:
         """Claim the command; run it in the background (the delivery is acked at once,
-        the row is the source of truth from here on)."""
-        row = await self.claim(event.command_id)
-        if row is None:
-            return
-        task = asyncio.create_task(self._run(row), name=f"c2l-command-{row.id}")
+        the row is the source of truth from here on). Its writes go first at the
+        embedded database's writer (the task inherits the context)."""
+        with urgent():
+            row = await self.claim(event.command_id)
+            if row is None:
+                return
+            task = asyncio.create_task(self._run(row), name=f"c2l-command-{row.id}")
         self._inflight[row.id] = task
         task.add_done_callback(self._forget)
 

@@ -33,7 +33,7 @@ from cockpit.c2l.models import AgentRow, CommandRow
 from cockpit.c2l.registry import AgentRegistry
 from cockpit.c2l.runtimes.ref import RuntimeKind, RuntimeRef
 from cockpit.events import CommandStatus
-from cockpit.platform.db import Database, utcnow
+from cockpit.platform.db import Database, urgent, utcnow
 
 __all__ = ["REDISPATCH_AFTER_SECONDS", "Recovery"]
 
@@ -77,6 +77,10 @@ class Recovery:
             self._task = None
 
     async def _loop(self) -> None:
+        with urgent():  # recovery's writes are the kill switch's too
+            await self._recover_forever()
+
+    async def _recover_forever(self) -> None:
         while not self._stopping.is_set():
             try:
                 await self.run_once()

@@ -7,6 +7,10 @@ reads or writes another context's tables.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Iterator
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +25,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util import memoized_property
+from sqlalchemy.util.queue import AsyncAdaptedQueue
 
 from cockpit.platform import sqlite_inline
 
@@ -32,6 +39,7 @@ __all__ = [
     "UTCDateTime",
     "insert_ignoring_duplicates",
     "migrate",
+    "urgent",
     "utcnow",
 ]
 
@@ -81,6 +89,91 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+_URGENT: ContextVar[bool] = ContextVar("cockpit_db_urgent", default=False)
+
+
+@contextlib.contextmanager
+def urgent() -> Iterator[None]:
+    """Writes made in this context (and in the tasks it starts) are served before the
+    others waiting for the embedded engine's single writer connection: the kill
+    switch's commands, audit rows and directives do not queue behind telemetry.
+    (PostgreSQL has a pool of connections; there it changes nothing.)"""
+    token = _URGENT.set(True)
+    try:
+        yield
+    finally:
+        _URGENT.reset(token)
+
+
+class _WriterQueue:
+    """The idle connections of the SQLite writer pool, with the interface SQLAlchemy's
+    ``AsyncAdaptedQueue`` uses of ``asyncio.Queue``. A returned connection is handed
+    straight to the next waiter, urgent waiters first (each group in arrival order),
+    so nobody can take it in between."""
+
+    def __init__(self, maxsize: int = 0) -> None:
+        self.maxsize = maxsize
+        self._items: deque[Any] = deque()
+        self._urgent: deque[asyncio.Future[Any]] = deque()
+        self._others: deque[asyncio.Future[Any]] = deque()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return 0 < self.maxsize <= len(self._items)
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def put_nowait(self, item: Any) -> None:
+        for waiters in (self._urgent, self._others):
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(item)
+                    return
+        if self.full():
+            raise asyncio.QueueFull
+        self._items.append(item)
+
+    async def put(self, item: Any) -> None:
+        self.put_nowait(item)  # the pool never holds more connections than it made
+
+    def get_nowait(self) -> Any:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.popleft()
+
+    async def get(self) -> Any:
+        if self._items:
+            return self._items.popleft()
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        waiters = self._urgent if _URGENT.get() else self._others
+        waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.put_nowait(waiter.result())  # handed over as we gave up: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    waiters.remove(waiter)
+            raise
+
+
+class _WriterAdaptedQueue(AsyncAdaptedQueue[Any]):
+    @memoized_property
+    def _queue(self) -> Any:
+        return _WriterQueue(self.maxsize)
+
+
+class _WriterPool(AsyncAdaptedQueuePool):
+    """The SQLite writer's pool: :func:`urgent` writers go first."""
+
+    _queue_class = _WriterAdaptedQueue
+
+
 class Database:
     """The async engine and session factory, built from one URL."""
 
@@ -113,7 +206,8 @@ class Database:
             # run statements on the loop's thread (see sqlite_inline).
             inline = sqlite_inline.connect(parsed.database or ":memory:", busy_timeout=sqlite_busy_timeout)
             self.engine: AsyncEngine = create_async_engine(
-                url, pool_size=1, max_overflow=0, pool_timeout=pool_timeout, async_creator=inline, **kwargs
+                url, poolclass=_WriterPool, pool_size=1, max_overflow=0, pool_timeout=pool_timeout,
+                async_creator=inline, **kwargs,
             )
             self.reader: AsyncEngine = create_async_engine(
                 url, pool_size=_SQLITE_READERS, max_overflow=0, pool_timeout=pool_timeout,
