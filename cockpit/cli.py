@@ -172,17 +172,14 @@ def cmd_apikey(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from cockpit.c2l.audit import AnchorConflict, read_anchors
+    from cockpit.c2l.audit import AnchorConflict, read_anchor_file, read_anchors
 
     async def run(cockpit: Any) -> int:
         source = Path(args.anchor_file) if args.anchor_file else cockpit.c2l.audit_anchor_file
+        if args.anchor_file and not source.exists():
+            return _fail(f"no anchor file at {source}")
         try:
-            anchors: dict[int, str] = {}
-            if source is not None and source.exists():
-                with source.open(encoding="utf-8") as lines:
-                    read_anchors(lines, anchors)
-            elif args.anchor_file:
-                return _fail(f"no anchor file at {source}")
+            anchors = read_anchor_file(source)
             read_anchors(args.anchor, anchors)
         except AnchorConflict as exc:
             print(f"BROKEN: {exc}")

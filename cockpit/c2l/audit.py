@@ -40,7 +40,7 @@ from cockpit.platform.db import Database, utcnow
 
 __all__ = [
     "GENESIS_HASH", "AnchorConflict", "AuditEntry", "AuditLog", "audit_row_hash", "canonical_json",
-    "parse_anchor", "read_anchors",
+    "parse_anchor", "read_anchor_file", "read_anchors",
 ]
 
 GENESIS_HASH = "0" * 64
@@ -85,6 +85,16 @@ def read_anchors(lines: Iterable[str], into: dict[int, str] | None = None) -> di
         if known != row_hash:
             raise AnchorConflict(row_id)
     return anchors
+
+
+def read_anchor_file(path: Path | None, into: dict[int, str] | None = None) -> dict[int, str]:
+    """The anchors recorded in the anchor file at ``path`` (none when there is no
+    file); errors as :func:`read_anchors`, ``OSError`` when it cannot be read."""
+    anchors = {} if into is None else into
+    if path is None or not path.exists():
+        return anchors
+    with path.open(encoding="utf-8") as lines:
+        return read_anchors(lines, anchors)
 
 
 def canonical_json(value: Any) -> str:
@@ -198,10 +208,7 @@ class AuditLog:
 
     def anchors(self) -> dict[int, str]:
         """The anchors recorded in this log's anchor file (empty without one)."""
-        if self.anchor_file is None or not self.anchor_file.exists():
-            return {}
-        with self.anchor_file.open(encoding="utf-8") as lines:
-            return read_anchors(lines)
+        return read_anchor_file(self.anchor_file)
 
     async def _append_once(self, entry: AuditEntry, details: dict[str, Any]) -> dict[str, Any]:
         async with self._db.sessions.begin() as session:

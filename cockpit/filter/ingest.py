@@ -175,8 +175,6 @@ class TelemetryStore:
         redelivered batch (or a second replica) never analyses a message twice."""
         if not message_ids:
             return set()
-        table = TelemetryRow.__table__
-        claimed: set[str] = set()
         async with self._db.engine.begin() as conn:
             if self._db.dialect == "sqlite":
                 # The id list as one bound value (a JSON array): binding each id
@@ -191,6 +189,8 @@ class TelemetryStore:
             # PostgreSQL: a plain IN list, which the planner resolves through the
             # primary key (a sub-select over unnest() was joined against the whole
             # unanalysed backlog instead).
+            table = TelemetryRow.__table__
+            claimed: set[str] = set()
             for start in range(0, len(message_ids), _CHUNK):
                 chunk = list(message_ids[start : start + _CHUNK])
                 stmt = (
