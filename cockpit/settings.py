@@ -27,6 +27,7 @@ class FilterSettings(BaseModel):
     alliance_threshold: float = 0.75
     deception_threshold: float = 0.65
     inconsistency_threshold: float = 0.7
+    threat_threshold: float = 0.6
     max_batch: int = Field(default=1000, ge=1, le=100_000)
     #: refuse telemetry from MUTED agents (``refuse``) or keep it unanalysed (``quarantine``)
     muted_policy: str = Field(default="quarantine", pattern="^(refuse|quarantine)$")

@@ -27,6 +27,7 @@ def build_filter(
         alliance_threshold=settings.alliance_threshold,
         deception_threshold=settings.deception_threshold,
         inconsistency_threshold=settings.inconsistency_threshold,
+        threat_threshold=settings.threat_threshold,
     )
     return NarrativeFilter(
         TelemetryStore(db),

@@ -39,13 +39,14 @@ class ActionRule:
     action: str
 
 
-#: First match wins. From DESIGN.md section 5, plus two choices of ours: an
-#: ALLIANCE is not misconduct (MONITOR, never MUTE), and a LOW collusion is only
-#: watched.
+#: First match wins. From DESIGN.md section 5, plus choices of ours: an ALLIANCE
+#: is not misconduct (MONITOR, never MUTE), a LOW collusion is only watched, and a
+#: CRITICAL threat (an agent attacking the system itself) is cut off (ISOLATE).
 DEFAULT_ACTION_RULES: tuple[ActionRule, ...] = (
     ActionRule(Category.ALLIANCE, None, "MONITOR"),
     ActionRule(Category.DECEPTION, Severity.CRITICAL, "ISOLATE"),
     ActionRule(Category.INCONSISTENCY, Severity.CRITICAL, "SNAPSHOT_STATE"),
+    ActionRule(Category.THREAT, Severity.CRITICAL, "ISOLATE"),
     ActionRule(Category.COLLUSION, Severity.LOW, "MONITOR"),
     ActionRule(Category.COLLUSION, None, "INJECT_CONSTRAINT"),
     ActionRule(None, Severity.HIGH, "MUTE"),
@@ -122,8 +123,10 @@ def title_for(finding: Finding) -> str:
             return f"{_names(agents)} promised support to {target}, then attacked it"
         case Category.ALLIANCE:
             return f"{_names(agents)} formed an alliance"
+        case Category.THREAT if finding.labels:
+            return f"{_names(agents)} attempted {_names(finding.labels)}"
         case _:
-            return f"{_names(agents)} threaten{'s' if len(agents) == 1 else ''} {target}"
+            return f"{_names(agents)} threaten{'s' if len(agents) == 1 else ''} {target or 'the fleet'}"
 
 
 def synthesize(finding: Finding, config: SynthesisConfig | None = None,

@@ -125,11 +125,12 @@ def test_headless_demo_exits_0_with_the_expected_verdicts(tmp_path: Path) -> Non
         )
     text = log.read_text()
     assert result.returncode == 0, text[-4000:]
-    assert "expected verdicts: all 4 appeared" in text, text[-4000:]
+    assert "expected verdicts: all 5 appeared" in text, text[-4000:]
     assert "none survive" in text
     summary = text.split("\nsummary\n", 1)[1]
     for line in ("messages sent:", "verdicts:", "by severity:", "commands executed: 1 (INJECT_CONSTRAINT COMPLETED x1)",
-                 "COLLUSION", "INCONSISTENCY", "DECEPTION", "alpha and bravo collude against charlie"):
+                 "COLLUSION", "INCONSISTENCY", "DECEPTION", "THREAT", "alpha and bravo collude against charlie",
+                 "india attempted credential theft"):
         assert line in summary, summary
     assert int(summary.split("messages sent:")[1].split()[0]) > 50
     # The colluders obeyed the injected constraint: their later attacks were withheld.

@@ -89,7 +89,7 @@ def test_timeline_is_deterministic_and_keeps_the_spawn_tree() -> None:
 def test_list_of_agents_sizes_the_fleet() -> None:
     scenario = builtin_scenarios()["fleet"]
     assert len(build_plan(scenario, agents=20).agents) == 20
-    with pytest.raises(ScenarioError, match="at least 8"):
+    with pytest.raises(ScenarioError, match="at least 9"):
         build_plan(scenario, agents=5)
 
 

@@ -19,6 +19,7 @@ from cockpit.filter.strategic.deception import DeceptionDetector
 from cockpit.filter.strategic.finding import Finding, situation_key
 from cockpit.filter.strategic.inconsistency import InconsistencyDetector
 from cockpit.filter.strategic.layer import StrategicLayer
+from cockpit.filter.strategic.threat import ThreatDetector
 
 __all__ = [
     "AllianceEdge",
@@ -32,5 +33,6 @@ __all__ = [
     "InconsistencyDetector",
     "StrategicConfig",
     "StrategicLayer",
+    "ThreatDetector",
     "situation_key",
 ]

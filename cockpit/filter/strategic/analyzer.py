@@ -15,6 +15,7 @@ from cockpit.filter.strategic.deception import DeceptionDetector
 from cockpit.filter.strategic.directory import AgentDirectory
 from cockpit.filter.strategic.finding import Finding
 from cockpit.filter.strategic.inconsistency import InconsistencyDetector
+from cockpit.filter.strategic.threat import ThreatDetector
 
 __all__ = ["FleetAnalyzer"]
 
@@ -24,7 +25,8 @@ _ACTION = TelemetryKind.ACTION
 
 
 class FleetAnalyzer:
-    """Layer 2 for one fleet: alliance graph, collusion, deception, inconsistency.
+    """Layer 2 for one fleet: alliance graph, collusion, deception, inconsistency,
+    threat.
 
     ``observe`` costs O(1) in the length of the history: every structure is a
     bounded deque, a capped dict, or a lazily decayed value; a periodic prune
@@ -42,6 +44,7 @@ class FleetAnalyzer:
         self.collusion = CollusionDetector(fleet_id, config, self.alliances)
         self.deception = DeceptionDetector(fleet_id, config)
         self.inconsistency = InconsistencyDetector(fleet_id, config)
+        self.threat = ThreatDetector(fleet_id, config)
         self.messages_observed = 0
         self._clock = float("-inf")
         self._since_prune = 0
@@ -118,6 +121,9 @@ class FleetAnalyzer:
         findings: list[Finding] = []
         other = action.target
         kind = action.type
+        found = self.threat.action(source, kind, action.params, now, message_id, observed_at)
+        if found is not None:
+            findings.append(found)
         if other is not None and other != source:
             self._last_seen[other] = now
             if kind in config.cooperative_actions:
@@ -148,6 +154,9 @@ class FleetAnalyzer:
                     observed_at: datetime) -> list[Finding]:
         config = self.config
         findings: list[Finding] = []
+        found = self.threat.message(source, content, now, message_id, observed_at)
+        if found is not None:
+            findings.append(found)
         conduct = self.deception.record_message(
             source, now, semantic.deception_score, message_id
         )
@@ -222,6 +231,7 @@ class FleetAnalyzer:
             + self.collusion.prune(now)
             + self.deception.prune(now)
             + self.inconsistency.prune(now)
+            + self.threat.prune(now)
             + self.directory.prune(now - self.config.idle_ttl_s)
         )
 
@@ -233,5 +243,6 @@ class FleetAnalyzer:
             "hostility": len(self.collusion),
             "conduct": len(self.deception),
             "promises": len(self.inconsistency),
+            "threats": len(self.threat),
             "dedupe": len(self._seen),
         }

@@ -73,6 +73,23 @@ class StrategicConfig:
     )
     max_promises: int = 50_000
 
+    # --- threat ---------------------------------------------------------------
+    #: a single technique of weight 0.6 or more is reported (concealment, 0.5, is not)
+    threat_threshold: float = 0.6
+    threat_half_life_s: float = 3600.0
+    #: (action type, technique): action types that are themselves a technique (see
+    #: ``strategic.threat``); the text of any action's parameters is matched as well
+    #: (a tool's command line)
+    threat_actions: tuple[tuple[str, str], ...] = (
+        ("exfiltrate", "exfiltration"),
+        ("steal_credentials", "credential_theft"),
+        ("disable_monitoring", "oversight_evasion"),
+        ("escalate_privileges", "privilege_escalation"),
+        ("delete_data", "destruction"),
+        ("self_replicate", "self_replication"),
+    )
+    max_threat_cases: int = 50_000
+
     # --- vocabulary of actions ------------------------------------------------
     cooperative_actions: frozenset[str] = frozenset({"support", "assist", "defend"})
     hostile_actions: frozenset[str] = frozenset({"attack", "sabotage", "steal", "betray"})

@@ -44,7 +44,8 @@ class Finding:
     Produced by ``FleetAnalyzer.observe``; consumed by synthesis, which turns it
     into a ``VerdictDrafted``. ``score`` is in [0, 1]; ``evidence`` holds message
     ids in time order (bounded, the most relevant ones); ``signals`` explains the
-    score (tie strength, flips, mean deception...) for operators and tests.
+    score (tie strength, flips, mean deception...) for operators and tests;
+    ``labels`` names what was seen in words, for the title (a threat's techniques).
     """
 
     fleet_id: str
@@ -55,6 +56,7 @@ class Finding:
     evidence: tuple[str, ...]
     observed_at: datetime
     signals: dict[str, float] = field(default_factory=dict, hash=False, compare=False)
+    labels: tuple[str, ...] = ()
 
     @property
     def situation_key(self) -> str:

@@ -54,6 +54,9 @@ def test_severity_cut_offs(score: float, severity: Severity) -> None:
     (Category.COLLUSION, Severity.MEDIUM, "INJECT_CONSTRAINT"),
     (Category.ALLIANCE, Severity.HIGH, "MONITOR"),
     (Category.DECEPTION, Severity.MEDIUM, "MONITOR"),
+    (Category.THREAT, Severity.CRITICAL, "ISOLATE"),
+    (Category.THREAT, Severity.HIGH, "MUTE"),
+    (Category.THREAT, Severity.MEDIUM, "MONITOR"),
     (Category.THREAT, Severity.LOW, "MONITOR"),
 ])
 def test_recommended_actions_follow_the_design(category: Category, severity: Severity,
