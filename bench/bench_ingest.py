@@ -62,19 +62,27 @@ async def batch_load(server: Server, seconds: float, concurrency: int = 4, size:
     payloads = [json.dumps({"messages": _batch(size, texts=texts)}) for _ in range(concurrency * 4)]
     sent = 0
     errors = 0
+    refused = 0
     deadline = time.perf_counter() + seconds
 
     async def worker(client: httpx.AsyncClient, k: int) -> None:
-        nonlocal sent, errors
+        nonlocal sent, errors, refused
         i = k
         while time.perf_counter() < deadline:
             # A fresh set of ids each round so every message is new work.
             body = payloads[i % len(payloads)].replace('"message_id": "', f'"message_id": "{i}-')
             i += concurrency
-            r = await client.post("/telemetry", content=body, headers={**headers, "content-type": "application/json"})
+            while True:
+                r = await client.post("/telemetry", content=body,
+                                      headers={**headers, "content-type": "application/json"})
+                if r.status_code != 503 or time.perf_counter() >= deadline:
+                    break
+                # Analysis is behind (or the server sheds load): retry as agents do.
+                refused += 1
+                await asyncio.sleep(float(r.headers.get("retry-after", "1")))
             if r.status_code == 202:
                 sent += size
-            else:
+            elif r.status_code != 503:
                 errors += 1
 
     started = time.perf_counter()
@@ -86,7 +94,7 @@ async def batch_load(server: Server, seconds: float, concurrency: int = 4, size:
         while await _analysed(client, headers) < before + sent:
             await asyncio.sleep(0.1)
         analysed_after = time.perf_counter() - started
-    return {"messages": sent, "seconds": elapsed, "rate": sent / elapsed, "errors": errors,
+    return {"messages": sent, "seconds": elapsed, "rate": sent / elapsed, "errors": errors, "refused": refused,
             "analysed_seconds": analysed_after, "analysed_rate": sent / analysed_after}
 
 
@@ -97,8 +105,16 @@ async def _analysed(client: httpx.AsyncClient, headers: dict[str, str]) -> float
                if line.startswith("narrative_filter_requests_total"))
 
 
+async def _post(client: httpx.AsyncClient, item: dict[str, object], headers: dict[str, str]) -> None:
+    """POST one message, retrying after a 503 as an agent would."""
+    while (r := await client.post("/telemetry", json=item, headers=headers)).status_code == 503:
+        await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+    r.raise_for_status()
+
+
 async def latency_probe(server: Server, probes: int, interval: float) -> list[float]:
-    """POST a betrayal (promise, then attack) and time the verdict on the WebSocket."""
+    """POST a betrayal (promise, then attack) and time the verdict on the WebSocket,
+    from the attack's first attempt (a 503 and its retry count in the latency)."""
     headers = {"X-API-Key": server.key}
     latencies: list[float] = []
     ws_url = server.base_url.replace("http", "ws") + f"/ws?api_key={server.key}&category=INCONSISTENCY"
@@ -108,11 +124,11 @@ async def latency_probe(server: Server, probes: int, interval: float) -> list[fl
             a, b = f"probe-{run}-{n}-a", f"probe-{run}-{n}-b"
             promise = {"message_id": uuid.uuid4().hex, "fleet_id": "probes", "source_agent_id": a,
                        "target_agent_ids": [b], "content": f"I will support you {b}, count on me"}
-            await client.post("/telemetry", json=promise, headers=headers)
+            await _post(client, promise, headers)
             attack = {"message_id": uuid.uuid4().hex, "fleet_id": "probes", "source_agent_id": a,
                       "kind": "action", "action": {"type": "attack", "target": b}}
             t0 = time.perf_counter()
-            await client.post("/telemetry", json=attack, headers=headers)
+            await _post(client, attack, headers)
             while True:
                 msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
                 if msg["type"] == "verdict.created" and msg["data"]["agents_involved"] == [a]:
@@ -164,7 +180,8 @@ def main() -> None:
         idle = asyncio.run(latency_probe(server, args.probes // 2, 0.01))
         result = asyncio.run(batch_load(server, args.seconds))
         print(f"batch ingestion: {result['rate']:,.0f} msg/s accepted ({result['messages']:,} messages in "
-              f"{result['seconds']:.1f}s, {result['errors']} errors); {result['analysed_rate']:,.0f} msg/s "
+              f"{result['seconds']:.1f}s, {result['errors']} errors, {result['refused']} answers 503 retried); "
+              f"{result['analysed_rate']:,.0f} msg/s "
               f"analysed through Layers 2-3 (the last one {result['analysed_seconds']:.1f}s after the start)")
 
         async def loaded() -> tuple[dict[str, float], list[float]]:

@@ -29,6 +29,9 @@ class FilterSettings(BaseModel):
     inconsistency_threshold: float = 0.7
     threat_threshold: float = 0.6
     max_batch: int = Field(default=1000, ge=1, le=100_000)
+    #: telemetry stored but not analysed yet past which ingestion answers 503 (0: no
+    #: bound); about 2 s of analysis at the PostgreSQL + NATS rate
+    max_backlog: int = Field(default=8000, ge=0)
     #: refuse telemetry from MUTED agents (``refuse``) or keep it unanalysed (``quarantine``)
     muted_policy: str = Field(default="quarantine", pattern="^(refuse|quarantine)$")
 

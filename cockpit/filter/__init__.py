@@ -36,4 +36,5 @@ def build_filter(
         semantic=SemanticAnalyzer(),
         strategic_config=strategic,
         synthesis_config=SynthesisConfig(),
+        max_backlog=settings.max_backlog,
     )

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 
 from cockpit.events import MessageAnalysis, Telemetry
 from cockpit.filter.models import TelemetryRow
@@ -246,10 +246,20 @@ class TelemetryStore:
         return list(rows)
 
     async def count(self) -> int:
-        from sqlalchemy import func
-
         async with self._db.sessions() as session:
             return int(await session.scalar(select(func.count()).select_from(TelemetryRow)) or 0)
+
+    async def backlog(self, cap: int) -> int:
+        """Analysable rows nobody has analysed yet, counted up to ``cap`` (the walk
+        over the partial index ``ix_telemetry_unanalysed`` stops there)."""
+        waiting = (
+            select(TelemetryRow.message_id)
+            .where(TelemetryRow.analysed_at.is_(None), TelemetryRow.quarantined.is_(False))
+            .limit(cap)
+            .subquery()
+        )
+        async with self._db.reader.connect() as conn:
+            return int(await conn.scalar(select(func.count()).select_from(waiting)) or 0)
 
 
 def telemetry_from_row(row: TelemetryRow) -> Telemetry:

@@ -27,6 +27,8 @@ __all__ = ["NarrativeFilter"]
 
 #: requests smaller than this join a group commit; larger ones are written at once
 _GROUP_COMMIT_BELOW = 100
+#: the backlog gauge counts up to this many waiting messages when ingestion is unbounded
+_BACKLOG_COUNT_CAP = 100_000
 
 
 class NarrativeFilter:
@@ -44,6 +46,7 @@ class NarrativeFilter:
         synthesis_config: SynthesisConfig,
         rebuild_window: timedelta = timedelta(hours=1),
         rebuild_limit: int = 50_000,
+        max_backlog: int = 0,
     ) -> None:
         self.store = store
         self.patterns = PatternStore(store.db)
@@ -56,6 +59,10 @@ class NarrativeFilter:
         self._rebuild_limit = rebuild_limit
         self._waiting: list[tuple[list[Telemetry], frozenset[str], asyncio.Future[IngestResult]]] = []
         self._committer: asyncio.Task[None] | None = None
+        self.max_backlog = max_backlog
+        self._backlog = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        metrics.filter_backlog.set_function(lambda: self._backlog)
 
     def register(self) -> None:
         """Consume telemetry; shared, so replicas split the fleets between them."""
@@ -127,6 +134,9 @@ class NarrativeFilter:
         self._metrics.filter_duration.labels(layer="semantic").observe(time.perf_counter() - started)
         by_id = {m.message_id: a for m, a in zip(analysable, analysis, strict=True) if a is not None}
         result = await self.store.insert_new(messages, quarantined_agents, by_id)
+        # Counted at once, so this replica's own burst closes the gate before the next
+        # count (which also sees the other replicas' telemetry) comes round.
+        self._backlog += sum(len(new) for new in result.new_by_fleet.values())
         for fleet_id, new in result.new_by_fleet.items():
             await self._publish(fleet_id, new, [by_id.get(m.message_id) for m in new])
         return result
@@ -167,16 +177,45 @@ class NarrativeFilter:
             graph = self.strategic.analyzer(fleet_id).graph(communities=False).to_dict()
             await self.patterns.record_alliances(fleet_id, graph["edges"])
 
-    async def start(self, interval: float = 5.0) -> None:
-        """Run the redispatch loop in the background."""
-        self._redispatcher = asyncio.create_task(self._redispatch_forever(interval))
+    # -- analysis backlog (admission of new telemetry) ------------------------------
+
+    @property
+    def backlog(self) -> int:
+        """Telemetry stored but not analysed yet, all replicas (as of the last count,
+        plus what this replica stored since)."""
+        return self._backlog
+
+    def backlog_full(self) -> bool:
+        """True while ingestion should refuse new telemetry: analysis is more than
+        ``max_backlog`` messages behind (never with ``max_backlog`` 0)."""
+        return 0 < self.max_backlog <= self._backlog
+
+    async def count_backlog(self) -> int:
+        """Count the waiting telemetry in the database (shared by every replica)."""
+        cap = self.max_backlog + 1 if self.max_backlog else _BACKLOG_COUNT_CAP
+        self._backlog = await self.store.backlog(cap)
+        return self._backlog
+
+    async def start(self, interval: float = 5.0, backlog_interval: float = 0.5) -> None:
+        """Run the redispatch loop and the backlog count in the background."""
+        self._tasks = [asyncio.create_task(self._redispatch_forever(interval)),
+                       asyncio.create_task(self._count_backlog_forever(backlog_interval))]
 
     async def stop(self) -> None:
-        task = getattr(self, "_redispatcher", None)
-        if task is not None:
+        for task in self._tasks:
             task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._tasks = []
+
+    async def _count_backlog_forever(self, interval: float) -> None:
+        while True:
+            try:
+                await self.count_backlog()
+            except Exception:  # noqa: BLE001 - a database outage: /health reports it
+                logger.opt(exception=True).debug("telemetry_backlog_count_failed")
+            await asyncio.sleep(interval)
 
     async def _redispatch_forever(self, interval: float) -> None:
         while True:
@@ -203,6 +242,7 @@ class NarrativeFilter:
                 keep = [i for i, m in enumerate(messages) if m.message_id in new_ids]
                 messages, analysis = [messages[i] for i in keep], [analysis[i] for i in keep]
             claimed = await self.store.claim([m.message_id for m in messages])
+            self._backlog = max(0, self._backlog - len(claimed))
             pairs = [(m, a) for m, a in zip(messages, analysis, strict=True) if m.message_id in claimed]
             if not pairs:
                 return

@@ -56,6 +56,14 @@ class Metrics:
         self.filter_errors = Counter(
             "narrative_filter_errors_total", "Telemetry messages that failed analysis", registry=r
         )
+        self.filter_backlog = Gauge(
+            "narrative_filter_backlog_messages",
+            "Telemetry stored but not analysed yet (last count, all replicas)", registry=r,
+        )
+        self.filter_backlog_refusals = Counter(
+            "narrative_filter_backlog_refusals_total",
+            "Telemetry requests answered 503 because analysis was too far behind", registry=r,
+        )
         self.filter_duration = Histogram(
             "narrative_filter_processing_duration_seconds",
             "Time spent analysing a batch of telemetry, per layer",

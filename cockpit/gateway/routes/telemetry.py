@@ -7,7 +7,12 @@ import math
 from typing import Any
 
 from litestar import Request, Response, post
-from litestar.exceptions import HTTPException, PermissionDeniedException, ValidationException
+from litestar.exceptions import (
+    HTTPException,
+    PermissionDeniedException,
+    ServiceUnavailableException,
+    ValidationException,
+)
 from pydantic import TypeAdapter, ValidationError
 
 from cockpit.events import Telemetry
@@ -133,6 +138,19 @@ def _nul_in(value: Any, path: str = "") -> str | None:
     return None
 
 
+def _admit(request: Request[Any, Any, Any]) -> None:
+    """Refuse new telemetry while analysis is too far behind: a 503 the sender retries
+    after a second, rather than accepted messages whose verdicts come minutes late.
+    (The in-process bus holds ingestion back by itself; a broker would not.)"""
+    cockpit = request.app.state.cockpit
+    if cockpit.filter.backlog_full():
+        cockpit.metrics.filter_backlog_refusals.inc()
+        raise ServiceUnavailableException(
+            "analysis is behind, retry later", headers={"Retry-After": "1"},
+            extra={"backlog": cockpit.filter.backlog, "max_backlog": cockpit.filter.max_backlog},
+        )
+
+
 async def _ingest(request: Request[Any, Any, Any], messages: list[Telemetry]) -> dict[str, int]:
     cockpit = request.app.state.cockpit
     principal = principal_of(request)
@@ -165,6 +183,7 @@ async def _ingest(request: Request[Any, Any, Any], messages: list[Telemetry]) ->
     tags=["telemetry"],
 )
 async def post_telemetry(request: Request[Any, Any, Any]) -> Response[dict[str, int]]:
+    _admit(request)
     messages = parse_telemetry(await request.body(), request.app.state.cockpit.settings.filter.max_batch)
     if not messages:
         return Response({"accepted": 0, "duplicates": 0}, status_code=202)
@@ -179,6 +198,7 @@ async def post_telemetry(request: Request[Any, Any, Any]) -> Response[dict[str, 
     tags=["telemetry"],
 )
 async def post_traces(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    _admit(request)
     payload = _loads(await request.body())
     try:
         mapping = map_traces(payload)
