@@ -1,0 +1,70 @@
+"""Verdict pages are served from a cache of wire forms keyed by each row's version:
+whatever changes a verdict (new evidence, a status change, another replica's write)
+shows on the next page, however often the page was read before."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cockpit.events.verdict import Category, Severity, VerdictDrafted
+from cockpit.platform.metrics import Metrics
+from cockpit.verdict.service import VerdictEngine, VerdictFilters
+from tests.integration.gateway.conftest import Harness
+
+
+def draft(n: int, evidence: list[str], severity: Severity = Severity.HIGH) -> VerdictDrafted:
+    return VerdictDrafted(
+        fingerprint=f"page-{n}", fleet_id="pages", category=Category.THREAT, severity=severity,
+        title=f"agent-{n} attempted credential theft", agents_involved=[f"agent-{n}"],
+        evidence_chain=evidence, confidence=0.8, recommended_action="MUTE",
+    )
+
+
+async def page(h: Harness, **params: Any) -> list[dict[str, Any]]:
+    r = await h.client.get("/verdicts", params={"limit": 50, **params}, headers=h.headers("VIEWER"))
+    assert r.status_code == 200, r.text
+    return r.json()["items"]  # type: ignore[no-any-return]
+
+
+async def test_a_page_shows_every_change_to_its_verdicts(harness: Harness) -> None:
+    h = harness
+    engine = h.cockpit.verdicts
+    for n in range(3):
+        await engine.on_draft(draft(n, [f"m-{n}-0"]))
+    first = await page(h)
+    assert [v["title"] for v in first] == [f"agent-{n} attempted credential theft" for n in (2, 1, 0)]
+    assert await page(h) == first  # read again: the same answer
+
+    # New evidence moves agent-0's verdict to the top, with its evidence extended.
+    await engine.on_draft(draft(0, ["m-0-0", "m-0-1"], Severity.CRITICAL))
+    after = await page(h)
+    assert after[0]["agents_involved"] == ["agent-0"]
+    assert after[0]["evidence_chain"] == ["m-0-0", "m-0-1"] and after[0]["severity"] == "CRITICAL"
+
+    # An operator's status change shows at once.
+    dismissed = next(v["id"] for v in after if v["agents_involved"] == ["agent-2"])
+    r = await h.client.patch(f"/verdicts/{dismissed}", json={"status": "DISMISSED"}, headers=h.headers())
+    assert r.status_code == 200
+    assert {v["id"]: v["status"] for v in await page(h)}[dismissed] == "DISMISSED"
+
+    # Another replica's write (its own engine, the same database) shows too.
+    other = VerdictEngine(h.cockpit.db, h.cockpit.bus, Metrics())
+    await other.on_draft(draft(1, ["m-1-0", "m-1-9"]))
+    latest = {v["agents_involved"][0]: v for v in await page(h)}
+    assert latest["agent-1"]["evidence_chain"] == ["m-1-0", "m-1-9"]
+    assert latest["agent-1"] == (await h.client.get(f"/verdicts/{latest['agent-1']['id']}",
+                                                    headers=h.headers("VIEWER"))).json()
+    # Filters and paging still come from the database.
+    assert [v["id"] for v in await page(h, status="DISMISSED")] == [dismissed]
+    assert len(await page(h, offset=2)) == 1
+
+
+async def test_a_cache_smaller_than_the_page_still_serves_the_whole_page(harness: Harness) -> None:
+    h = harness
+    engine = VerdictEngine(h.cockpit.db, h.cockpit.bus, Metrics(), wire_cache=2)
+    for n in range(5):
+        await engine.on_draft(draft(n, [f"m-{n}"]))
+    items, total = await engine.list(VerdictFilters(limit=50))
+    assert total == 5 and [v["evidence_chain"] for v in items] == [[f"m-{n}"] for n in (4, 3, 2, 1, 0)]
+    again, _ = await engine.list(VerdictFilters(limit=50))
+    assert again == items
