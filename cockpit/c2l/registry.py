@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from cockpit.c2l.models import AgentRow
 from cockpit.c2l.runtimes.process import process_ref
 from cockpit.c2l.runtimes.ref import InvalidRuntimeRef, RuntimeKind, RuntimeRef
-from cockpit.platform.auth import hash_secret, new_secret
+from cockpit.platform.auth import AGENT_TOKEN_PREFIX, hash_secret, new_secret
 from cockpit.platform.cache import TtlCache
 from cockpit.platform.db import Database, utcnow
 
@@ -127,7 +127,7 @@ class AgentRegistry:
         if parent_id is not None and parent_id == agent_id:
             raise InvalidAgent("an agent cannot be its own parent")
         ref = _runtime_ref(spec.get("runtime") or {"kind": "external"})
-        token = new_secret("ag")
+        token = new_secret(AGENT_TOKEN_PREFIX)
         now = utcnow()
         row = AgentRow(
             id=agent_id, name=name.strip(), fleet_id=fleet_id, parent_id=parent_id,

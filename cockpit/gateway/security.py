@@ -14,9 +14,16 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
-from cockpit.platform.auth import OPERATORS, READERS, Principal, Role
+from cockpit.platform.auth import (
+    AGENT_TOKEN_PREFIX,
+    OPERATOR_KEY_PREFIX,
+    OPERATORS,
+    READERS,
+    Principal,
+    Role,
+)
 
-__all__ = ["authenticate", "principal_of", "requires", "AGENT_OR_OPERATOR", "OPERATORS", "READERS"]
+__all__ = ["AGENT_OR_OPERATOR", "OPERATORS", "READERS", "authenticate", "principal_of", "requires"]
 
 AGENT_OR_OPERATOR = OPERATORS | {Role.AGENT}
 
@@ -39,8 +46,9 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
     if not key or len(key) > 512:
         return None
     cockpit = connection.app.state.cockpit
-    principal = await cockpit.api_keys.authenticate(key)
-    if principal is None:
+    # Each kind of credential is looked up in its own table only.
+    principal = None if key.startswith(AGENT_TOKEN_PREFIX) else await cockpit.api_keys.authenticate(key)
+    if principal is None and not key.startswith(OPERATOR_KEY_PREFIX):
         agent_id = await cockpit.c2l.authenticate_agent(key)
         if agent_id is not None:
             principal = Principal(id=agent_id, name=agent_id, role=Role.AGENT, agent_id=agent_id)

@@ -18,7 +18,18 @@ from cockpit.platform.auth_models import ApiKeyRow
 from cockpit.platform.cache import TtlCache
 from cockpit.platform.db import Database, utcnow
 
-__all__ = ["OPERATORS", "READERS", "ApiKeyStore", "Principal", "Role", "hash_secret", "new_secret", "verify_totp"]
+__all__ = [
+    "AGENT_TOKEN_PREFIX",
+    "OPERATORS",
+    "OPERATOR_KEY_PREFIX",
+    "READERS",
+    "ApiKeyStore",
+    "Principal",
+    "Role",
+    "hash_secret",
+    "new_secret",
+    "verify_totp",
+]
 
 
 class Role(StrEnum):
@@ -53,9 +64,14 @@ class Principal:
         return self.role in OPERATORS
 
 
+#: what a credential starts with: an operator's API key, or an agent's token
+OPERATOR_KEY_PREFIX = "ck_"
+AGENT_TOKEN_PREFIX = "ag_"
+
+
 def new_secret(prefix: str) -> str:
-    """A fresh random credential like ``ck_...`` (256 bits)."""
-    return f"{prefix}_{secrets.token_urlsafe(32)}"
+    """A fresh random credential like ``ck_...`` (256 bits after the prefix)."""
+    return f"{prefix}{secrets.token_urlsafe(32)}"
 
 
 def hash_secret(secret: str) -> str:
@@ -74,7 +90,7 @@ class ApiKeyStore:
         self, name: str, role: Role, *, with_totp: bool = False
     ) -> tuple[str, Principal]:
         """Create a key; returns the clear key (shown once) and its principal."""
-        key = new_secret("ck")
+        key = new_secret(OPERATOR_KEY_PREFIX)
         row = ApiKeyRow(
             id=secrets.token_hex(8),
             name=name,
