@@ -36,7 +36,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from cockpit.c2l.models import AuditRow
-from cockpit.platform.db import Database, utcnow
+from cockpit.platform.db import Database, urgent, utcnow
 
 __all__ = [
     "GENESIS_HASH", "AnchorConflict", "AuditEntry", "AuditLog", "audit_row_hash", "canonical_json",
@@ -48,6 +48,8 @@ GENESIS_HASH = "0" * 64
 _PG_LOCK_KEY = int.from_bytes(hashlib.sha256(b"c2l-audit").digest()[:8], "big") >> 1
 _VERIFY_BATCH = 1000
 _APPEND_ATTEMPTS = 20
+#: audit rows written in one transaction at most (the rest go in the next)
+_GROUP_LIMIT = 100
 _ANCHOR = re.compile(r"^\s*(\d+)[\s:]+([0-9a-fA-F]{64})\s*$")
 
 
@@ -168,49 +170,78 @@ class AuditLog:
     def __init__(self, db: Database, anchor_file: Path | None = None) -> None:
         self._db = db
         self.anchor_file = anchor_file
-        # One writer at a time in this process; PostgreSQL's advisory lock extends
-        # that to every replica, so concurrent appends never fork the chain.
-        self._lock = asyncio.Lock()
+        # One writer task at a time in this process; PostgreSQL's advisory lock
+        # extends that to every replica, so concurrent appends never fork the chain.
+        self._pending: list[tuple[AuditEntry, dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def append(self, entry: AuditEntry) -> dict[str, Any]:
-        """Append one row to the chain and return it."""
+        """Append one row to the chain and return it (once committed).
+
+        Rows appended while a write is in progress are written together in the next
+        transaction, in the order they were appended (group commit): under load, a
+        command's audit rows do not each wait for a transaction of their own.
+        """
         # Normalise through JSON so the hashed details are exactly what is stored.
         details = json.loads(canonical_json(entry.details))
-        async with self._lock:
-            for _attempt in range(_APPEND_ATTEMPTS):
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending.append((entry, details, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
+        return await future
+
+    async def _write_pending(self) -> None:
+        # The audit is part of the kill switch: its writes go first at the writer.
+        with urgent():
+            while self._pending:
+                batch, self._pending = self._pending[:_GROUP_LIMIT], self._pending[_GROUP_LIMIT:]
                 try:
-                    row = await self._append_once(entry, details)
-                except IntegrityError:
-                    # Another writer without our lock (a second process on SQLite)
-                    # took the same position first: re-read the head and retry.
+                    rows = await self._append_batch([(entry, details) for entry, details, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - each waiting caller gets the error
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
                     continue
-                self._anchor(row["id"], row["row_hash"])
-                return row
+                self._anchor(rows)
+                for (_, _, future), row in zip(batch, rows, strict=True):
+                    if not future.done():
+                        future.set_result(row)
+
+    async def _append_batch(self, batch: list[tuple[AuditEntry, dict[str, Any]]]) -> list[dict[str, Any]]:
+        for _attempt in range(_APPEND_ATTEMPTS):
+            try:
+                return await self._append_once(batch)
+            except IntegrityError:
+                # Another writer without our lock (a second process on SQLite) took
+                # the same position first: re-read the head and retry.
+                continue
         raise RuntimeError("audit append kept colliding with other writers")
 
-    def _anchor(self, row_id: int, row_hash: str) -> None:
-        """Record a committed row outside the database (after the commit, so an
+    def _anchor(self, rows: list[dict[str, Any]]) -> None:
+        """Record committed rows outside the database (after the commit, so an
         anchor never names a row that was rolled back)."""
-        logger.info("audit_appended", audit_id=row_id, row_hash=row_hash)
+        for row in rows:
+            logger.info("audit_appended", audit_id=row["id"], row_hash=row["row_hash"])
         if self.anchor_file is None:
             return
         try:
-            # One short O_APPEND write per line: replicas sharing the file interleave
-            # whole lines.
+            # One short O_APPEND write of whole lines: replicas sharing the file
+            # interleave whole lines.
             fd = os.open(self.anchor_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             try:
-                os.write(fd, f"{row_id} {row_hash}\n".encode())
+                os.write(fd, "".join(f"{row['id']} {row['row_hash']}\n" for row in rows).encode())
             finally:
                 os.close(fd)
         except OSError as exc:
-            # The row is committed; a missing anchor only weakens truncation checks.
-            logger.error("audit_anchor_failed", audit_id=row_id, path=str(self.anchor_file), error=str(exc))
+            # The rows are committed; a missing anchor only weakens truncation checks.
+            logger.error("audit_anchor_failed", audit_id=rows[-1]["id"], path=str(self.anchor_file),
+                         error=str(exc))
 
     def anchors(self) -> dict[int, str]:
         """The anchors recorded in this log's anchor file (empty without one)."""
         return read_anchor_file(self.anchor_file)
 
-    async def _append_once(self, entry: AuditEntry, details: dict[str, Any]) -> dict[str, Any]:
+    async def _append_once(self, batch: list[tuple[AuditEntry, dict[str, Any]]]) -> list[dict[str, Any]]:
         async with self._db.sessions.begin() as session:
             if self._db.dialect == "postgresql":
                 await session.execute(
@@ -222,29 +253,34 @@ class AuditLog:
                 )
             ).first()
             prev_hash = last.row_hash if last else GENESIS_HASH
-            row_id = (last.id if last else 0) + 1
-            # Microseconds survive both SQLite and PostgreSQL, so the stored
-            # timestamp re-serialises to the hashed string.
-            now = utcnow()
-            fields = _fields(
-                row_id, entry.command_id, entry.agent_id, entry.operator,
-                entry.layer, entry.action, entry.success, details, now,
-            )
-            row = AuditRow(
-                id=row_id,
-                command_id=entry.command_id,
-                agent_id=entry.agent_id,
-                operator=entry.operator,
-                layer=entry.layer,
-                action=entry.action,
-                success=bool(entry.success),
-                details=details,
-                timestamp=now,
-                prev_hash=prev_hash,
-                row_hash=audit_row_hash(prev_hash, fields),
-            )
-            session.add(row)
-        return to_dict(row)
+            row_id = last.id if last else 0
+            rows = []
+            for entry, details in batch:
+                row_id += 1
+                # Microseconds survive both SQLite and PostgreSQL, so the stored
+                # timestamp re-serialises to the hashed string.
+                now = utcnow()
+                fields = _fields(
+                    row_id, entry.command_id, entry.agent_id, entry.operator,
+                    entry.layer, entry.action, entry.success, details, now,
+                )
+                row = AuditRow(
+                    id=row_id,
+                    command_id=entry.command_id,
+                    agent_id=entry.agent_id,
+                    operator=entry.operator,
+                    layer=entry.layer,
+                    action=entry.action,
+                    success=bool(entry.success),
+                    details=details,
+                    timestamp=now,
+                    prev_hash=prev_hash,
+                    row_hash=audit_row_hash(prev_hash, fields),
+                )
+                prev_hash = row.row_hash
+                rows.append(row)
+            session.add_all(rows)
+        return [to_dict(row) for row in rows]
 
     async def verify(self, anchors: Mapping[int, str] | None = None) -> dict[str, Any]:
         """Walk the whole chain in id order, checking it against ``anchors``

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 import cockpit.c2l.models  # noqa: F401  (registers the tables)
 from cockpit.c2l.audit import GENESIS_HASH, AnchorConflict, AuditEntry, AuditLog, audit_row_hash, read_anchors
@@ -49,10 +49,16 @@ async def test_rows_are_chained_from_sixty_four_zeros(db: Database) -> None:
 
 async def test_concurrent_appends_never_fork_the_chain(db: Database) -> None:
     audit = AuditLog(db)
-    await asyncio.gather(*(audit.append(AuditEntry("network", "quarantine", True, {"n": n}))
-                           for n in range(40)))
+    commits = []
+    event.listen(db.engine.sync_engine, "commit", lambda conn: commits.append(1))
+    rows = await asyncio.gather(*(audit.append(AuditEntry("network", "quarantine", True, {"n": n}))
+                                  for n in range(40)))
     result = await audit.verify()
     assert result["ok"] and result["rows"] == 40
+    # Each caller gets its own row, in the order it appended.
+    assert [r["details"]["n"] for r in rows] == list(range(40)) and [r["id"] for r in rows] == list(range(1, 41))
+    # Appends made while a write is in progress share the next transaction.
+    assert len(commits) <= 3
 
 
 async def test_an_altered_row_is_detected(db: Database) -> None:
