@@ -10,7 +10,14 @@ import pytest
 from sqlalchemy import event, text
 
 import cockpit.c2l.models  # noqa: F401  (registers the tables)
-from cockpit.c2l.audit import GENESIS_HASH, AnchorConflict, AuditEntry, AuditLog, audit_row_hash, read_anchors
+from cockpit.c2l.audit import (
+    GENESIS_HASH,
+    AnchorConflict,
+    AuditEntry,
+    AuditLog,
+    audit_row_hash,
+    read_anchors,
+)
 from cockpit.platform.db import Base, Database
 
 
