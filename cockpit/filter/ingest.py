@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import Select, bindparam, func, select, text, update
 
 from cockpit.events import MessageAnalysis, Telemetry
 from cockpit.filter.models import TelemetryRow
@@ -237,7 +237,7 @@ class TelemetryStore:
                     .where(
                         TelemetryRow.analysed_at.is_(None),
                         TelemetryRow.received_at < received_before,
-                        TelemetryRow.quarantined.is_(False),
+                        ~TelemetryRow.quarantined,
                     )
                     .order_by(TelemetryRow.received_at, TelemetryRow.timestamp)
                     .limit(limit)
@@ -250,16 +250,21 @@ class TelemetryStore:
             return int(await session.scalar(select(func.count()).select_from(TelemetryRow)) or 0)
 
     async def backlog(self, cap: int) -> int:
-        """Analysable rows nobody has analysed yet, counted up to ``cap`` (the walk
-        over the partial index ``ix_telemetry_unanalysed`` stops there)."""
-        waiting = (
-            select(TelemetryRow.message_id)
-            .where(TelemetryRow.analysed_at.is_(None), TelemetryRow.quarantined.is_(False))
-            .limit(cap)
-            .subquery()
-        )
+        """Analysable rows nobody has analysed yet, counted up to ``cap``."""
         async with self._db.reader.connect() as conn:
-            return int(await conn.scalar(select(func.count()).select_from(waiting)) or 0)
+            return int(await conn.scalar(backlog_query(cap)) or 0)
+
+
+def backlog_query(cap: int) -> Select[tuple[int]]:
+    """How many rows wait for analysis, up to ``cap``: a walk over the partial index
+    ``ix_telemetry_unanalysed`` that stops there."""
+    waiting = (
+        select(TelemetryRow.message_id)
+        .where(TelemetryRow.analysed_at.is_(None), ~TelemetryRow.quarantined)
+        .limit(cap)
+        .subquery()
+    )
+    return select(func.count()).select_from(waiting)
 
 
 def telemetry_from_row(row: TelemetryRow) -> Telemetry:

@@ -41,12 +41,15 @@ class TelemetryRow(Base):
 
     __table_args__ = (
         Index("ix_telemetry_fleet_ts", "fleet_id", "timestamp"),
-        # Small by construction: only rows the bus has not delivered yet.
+        # Small by construction: only rows the bus has not delivered yet. Quarantined
+        # rows (a MUTED agent's) are never analysed, so they stay out of it. Each
+        # predicate is written as SQLAlchemy renders ``~quarantined`` on that
+        # dialect, so the planner matches it.
         Index(
             "ix_telemetry_unanalysed",
             "received_at",
-            sqlite_where=text("analysed_at IS NULL"),
-            postgresql_where=text("analysed_at IS NULL"),
+            sqlite_where=text("analysed_at IS NULL AND quarantined = 0"),
+            postgresql_where=text("analysed_at IS NULL AND NOT quarantined"),
         ),
     )
 

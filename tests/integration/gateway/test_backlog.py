@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cockpit.events import Telemetry
+from cockpit.filter.ingest import backlog_query
 from tests.integration.gateway.conftest import Harness, make_harness, settings_for
 
 BOUND = 100
@@ -80,3 +81,28 @@ async def test_ingestion_waits_for_analysis_to_catch_up(bounded: Harness) -> Non
     await h.settle()
     await _until(h, "narrative_filter_requests_total", lambda v: v == BOUND + 51)
     assert await _metric(h, "narrative_filter_backlog_refusals_total") == 2
+
+
+async def test_quarantined_telemetry_never_waits_nor_is_walked(harness: Harness) -> None:
+    """A MUTED agent's telemetry is stored but never analysed: it is not backlog, and
+    the backlog count and the redispatch scan walk an index that leaves it out (so
+    their cost does not grow with every message a muted agent ever sent)."""
+    db = harness.cockpit.db
+    store = harness.cockpit.filter.store
+    muted = [Telemetry.model_validate({"message_id": f"q-{i}", "source_agent_id": "muted", "content": "hello"})
+             for i in range(20)]
+    result = await store.insert_new(muted, {"muted"})
+    assert result.quarantined == 20
+    assert await store.backlog(100) == 0
+    assert await harness.cockpit.filter.redispatch_once(older_than=timedelta(0)) == 0
+    async with db.reader.connect() as conn:
+        if db.dialect == "sqlite":
+            definition = (await conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'ix_telemetry_unanalysed'")).scalar_one()
+            sql = str(backlog_query(100).compile(db.engine, compile_kwargs={"literal_binds": True}))
+            plan = " ".join(str(r[-1]) for r in (await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")).all())
+            assert "USING INDEX ix_telemetry_unanalysed" in plan, plan
+        else:
+            definition = (await conn.exec_driver_sql(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_telemetry_unanalysed'")).scalar_one()
+    assert "quarantined" in definition, definition
