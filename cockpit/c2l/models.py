@@ -60,7 +60,8 @@ class CommandRow(Base):
     __tablename__ = "c2l_commands"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    operator: Mapped[str] = mapped_column(String(200), index=True)
+    # Indexed by ``ix_c2l_commands_rate`` (operator first).
+    operator: Mapped[str] = mapped_column(String(200))
     command_type: Mapped[str] = mapped_column(String(30), index=True)
     target_agents: Mapped[list[str]] = mapped_column(JSONType)
     parameters: Mapped[dict[str, Any]] = mapped_column(JSONType)
@@ -88,6 +89,9 @@ class CommandRow(Base):
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
+        # The rate limit counts one operator's commands of one type in a window: an
+        # index range of the window, not a walk over the operator's whole history.
+        Index("ix_c2l_commands_rate", "operator", "command_type", "created_at"),
         Index("ix_c2l_commands_unconfirmed", "finished_at",
               sqlite_where=text("confirmed_at IS NULL AND finished_at IS NOT NULL"),
               postgresql_where=text("confirmed_at IS NULL AND finished_at IS NOT NULL")),
