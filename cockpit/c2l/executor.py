@@ -11,6 +11,7 @@ per-step ledger makes the re-execution skip what already succeeded.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -118,12 +119,11 @@ class CommandExecutor:
                 return
             task = asyncio.create_task(self._run(row), name=f"c2l-command-{row.id}")
         self._inflight[row.id] = task
-        task.add_done_callback(self._forget)
+        task.add_done_callback(functools.partial(self._forget, row.id))
 
-    def _forget(self, task: asyncio.Task[None]) -> None:
-        for command_id, running in list(self._inflight.items()):
-            if running is task:
-                del self._inflight[command_id]
+    def _forget(self, command_id: str, task: asyncio.Task[None]) -> None:
+        if self._inflight.get(command_id) is task:
+            del self._inflight[command_id]
 
     async def claim(self, command_id: str) -> CommandRow | None:
         """PENDING -> EXECUTING for this instance, or ``None`` when it is not claimable."""
