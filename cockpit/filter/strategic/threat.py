@@ -143,6 +143,7 @@ TECHNIQUES: tuple[Technique, ...] = (
 )
 
 _BY_NAME = {t.name: t for t in TECHNIQUES}
+_RANK = {t.name: rank for rank, t in enumerate(TECHNIQUES)}
 #: techniques that only add to others: never reported on their own, however often
 _HINTS = frozenset({"concealment"})
 #: trigger word -> the techniques it may start
@@ -215,9 +216,6 @@ class ThreatDetector:
     def __len__(self) -> int:
         return len(self._cases)
 
-    def case(self, agent: str) -> ThreatCase | None:
-        return self._cases.get(agent)
-
     def message(self, agent: str, text: str | None, now: float, message_id: str,
                 observed_at: datetime) -> Finding | None:
         """Score what ``agent`` said."""
@@ -252,7 +250,7 @@ class ThreatDetector:
         previous = case.score * math.exp(-self._rate * max(0.0, now - case.updated_at))
         case.score = 1.0 - (1.0 - previous) * miss
         case.updated_at = now
-        for name in sorted(found, key=lambda n: -_BY_NAME[n].weight):
+        for name in sorted(found, key=_RANK.__getitem__):  # heaviest first, always the same order
             case.techniques[name] = now
         case.evidence.append((now, message_id))
         if case.score < config.threat_threshold or not case.techniques.keys() - _HINTS:
