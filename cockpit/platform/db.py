@@ -94,10 +94,10 @@ _URGENT: ContextVar[bool] = ContextVar("cockpit_db_urgent", default=False)
 
 @contextlib.contextmanager
 def urgent() -> Iterator[None]:
-    """Writes made in this context (and in the tasks it starts) are served before the
-    others waiting for the embedded engine's single writer connection: the kill
-    switch's commands, audit rows and directives do not queue behind telemetry.
-    (PostgreSQL has a pool of connections; there it changes nothing.)"""
+    """Work done in this context (and in the tasks it starts) is served before the
+    rest waiting for a database connection: the embedded engine's single writer
+    connection, or a connection of PostgreSQL's pool once all are busy. The kill
+    switch's commands, audit rows and directives do not queue behind telemetry."""
     token = _URGENT.set(True)
     try:
         yield
@@ -105,8 +105,8 @@ def urgent() -> Iterator[None]:
         _URGENT.reset(token)
 
 
-class _WriterQueue:
-    """The idle connections of the SQLite writer pool, with the interface SQLAlchemy's
+class _PriorityQueue:
+    """The idle connections of a pool, with the interface SQLAlchemy's
     ``AsyncAdaptedQueue`` uses of ``asyncio.Queue``. A returned connection is handed
     straight to the next waiter, urgent waiters first (each group in arrival order),
     so nobody can take it in between."""
@@ -162,16 +162,17 @@ class _WriterQueue:
             raise
 
 
-class _WriterAdaptedQueue(AsyncAdaptedQueue[Any]):
+class _PriorityAdaptedQueue(AsyncAdaptedQueue[Any]):
     @memoized_property
     def _queue(self) -> Any:
-        return _WriterQueue(self.maxsize)
+        return _PriorityQueue(self.maxsize)
 
 
-class _WriterPool(AsyncAdaptedQueuePool):
-    """The SQLite writer's pool: :func:`urgent` writers go first."""
+class _PriorityPool(AsyncAdaptedQueuePool):
+    """A pool whose waiters in :func:`urgent` go first (the SQLite writer's single
+    connection; PostgreSQL's pool once every connection and overflow is in use)."""
 
-    _queue_class = _WriterAdaptedQueue
+    _queue_class = _PriorityAdaptedQueue
 
 
 class Database:
@@ -206,7 +207,7 @@ class Database:
             # run statements on the loop's thread (see sqlite_inline).
             inline = sqlite_inline.connect(parsed.database or ":memory:", busy_timeout=sqlite_busy_timeout)
             self.engine: AsyncEngine = create_async_engine(
-                url, poolclass=_WriterPool, pool_size=1, max_overflow=0, pool_timeout=pool_timeout,
+                url, poolclass=_PriorityPool, pool_size=1, max_overflow=0, pool_timeout=pool_timeout,
                 async_creator=inline, **kwargs,
             )
             self.reader: AsyncEngine = create_async_engine(
@@ -223,9 +224,11 @@ class Database:
             event.listen(self.reader.sync_engine, "connect", _sqlite_reader_pragmas)
             event.listen(self.bulk.sync_engine, "connect", _sqlite_reader_pragmas)
         else:
-            # The runbook's pool: 20 connections, 10 overflow, 30 s wait.
+            # The runbook's pool: 20 connections, 10 overflow, 30 s wait; when all are
+            # busy, the kill switch's work takes the next one first.
             self.engine = create_async_engine(
-                url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout,
+                url, poolclass=_PriorityPool, pool_size=pool_size, max_overflow=max_overflow,
+                pool_timeout=pool_timeout,
                 pool_pre_ping=True, connect_args={"connect_timeout": 5}, **kwargs,
             )
             self.reader = self.engine
