@@ -4,7 +4,6 @@ a write that meets another process's lock waits asynchronously and then succeeds
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -13,9 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from cockpit.platform.db import Database, urgent
+from cockpit.platform.db import Database
 
 
 @pytest.fixture
@@ -86,59 +84,3 @@ async def test_a_large_batch_is_written_from_the_worker_thread(db: Database) -> 
     async with db.reader.connect() as conn:
         assert await conn.scalar(text("SELECT count(*) FROM notes")) == 5000
         assert await conn.scalar(text("SELECT body FROM notes WHERE id = 5000")) == "note 4999 " + "x" * 50
-
-
-async def _hold_the_writer(db: Database, held: asyncio.Event, release: asyncio.Event) -> None:
-    async with db.engine.begin() as conn:
-        await conn.execute(text("INSERT INTO notes (body) VALUES ('holder')"))
-        held.set()
-        await release.wait()
-
-
-async def test_the_kill_switch_goes_first_at_the_single_writer(db: Database) -> None:
-    """Waiting for the one writer connection: urgent() writers (the kill switch's) are
-    served before telemetry that was waiting earlier, each group in arrival order."""
-    held, release = asyncio.Event(), asyncio.Event()
-    holder = asyncio.create_task(_hold_the_writer(db, held, release))
-    await held.wait()
-
-    async def write(body: str) -> None:
-        with urgent() if body.startswith("kill") else contextlib.nullcontext():
-            async with db.engine.begin() as conn:
-                await conn.execute(text("INSERT INTO notes (body) VALUES (:b)"), {"b": body})
-
-    writers = []
-    for body in ("telemetry-1", "telemetry-2", "kill-1", "telemetry-3", "kill-2"):
-        writers.append(asyncio.create_task(write(body)))
-        await asyncio.sleep(0.02)  # each is waiting before the next arrives
-    release.set()
-    await asyncio.gather(holder, *writers)
-    async with db.reader.connect() as conn:
-        bodies = (await conn.execute(text("SELECT body FROM notes ORDER BY id"))).scalars().all()
-    assert bodies == ["holder", "kill-1", "kill-2", "telemetry-1", "telemetry-2", "telemetry-3"]
-
-
-async def test_a_writer_that_gives_up_waiting_loses_no_connection(tmp_path: Path) -> None:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'timeout.db'}", pool_timeout=0.2)
-    async with db.engine.begin() as conn:
-        await conn.execute(text("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"))
-    held, release = asyncio.Event(), asyncio.Event()
-    holder = asyncio.create_task(_hold_the_writer(db, held, release))
-    await held.wait()
-    with pytest.raises(PoolTimeout):
-        async with db.engine.begin() as conn:
-            await conn.execute(text("INSERT INTO notes (body) VALUES ('too late')"))
-    waiting = asyncio.create_task(_insert(db, "next"))
-    await asyncio.sleep(0.05)
-    release.set()
-    await asyncio.gather(holder, waiting)
-    await _insert(db, "after")  # the connection went back to the pool every time
-    async with db.reader.connect() as conn:
-        bodies = (await conn.execute(text("SELECT body FROM notes ORDER BY id"))).scalars().all()
-    assert bodies == ["holder", "next", "after"]
-    await db.dispose()
-
-
-async def _insert(db: Database, body: str) -> None:
-    async with db.engine.begin() as conn:
-        await conn.execute(text("INSERT INTO notes (body) VALUES (:b)"), {"b": body})
