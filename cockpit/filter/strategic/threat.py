@@ -193,8 +193,8 @@ class ThreatCase:
     def __init__(self, now: float, evidence_limit: int) -> None:
         self.score = 0.0
         self.updated_at = now
-        #: technique name -> last time seen (insertion order: first seen first)
-        self.techniques: dict[str, float] = {}
+        #: names of the techniques seen, in the order first seen (a dict as ordered set)
+        self.techniques: dict[str, None] = {}
         self.evidence: deque[tuple[float, str]] = deque(maxlen=evidence_limit)
 
 
@@ -251,7 +251,7 @@ class ThreatDetector:
         case.score = 1.0 - (1.0 - previous) * miss
         case.updated_at = now
         for name in sorted(found, key=_RANK.__getitem__):  # heaviest first, always the same order
-            case.techniques[name] = now
+            case.techniques.setdefault(name)
         case.evidence.append((now, message_id))
         if case.score < config.threat_threshold or not case.techniques.keys() - _HINTS:
             return None
