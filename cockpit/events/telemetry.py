@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cockpit.events.base import Event, utcnow
 
@@ -36,7 +36,15 @@ class Telemetry(BaseModel):
     ``message_id`` is chosen by the client and makes ingestion idempotent.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={
+        # The published schema states what _kind_matches_payload checks.
+        "anyOf": [
+            {"not": {"required": ["kind"], "properties": {"kind": {"const": "action"}}},
+             "required": ["content"], "properties": {"content": {"type": "string"}}},
+            {"required": ["kind", "action"],
+             "properties": {"kind": {"const": "action"}, "action": {"type": "object"}}},
+        ],
+    })
 
     message_id: str = _ID
     fleet_id: str = Field(default="default", min_length=1, max_length=200)
@@ -49,6 +57,14 @@ class Telemetry(BaseModel):
     timestamp: datetime = Field(default_factory=utcnow)
     provenance_chain: list[str] = Field(default_factory=list, max_length=100)
     attributes: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _timestamp_is_text(cls, value: Any) -> Any:
+        # pydantic would read a number as Unix time; the schema promises ISO 8601.
+        if isinstance(value, int | float):
+            raise ValueError("timestamp must be an ISO 8601 date-time with a time zone, not a number")  # noqa: TRY004 - pydantic reports ValueError as a field error
+        return value
 
     @model_validator(mode="after")
     def _kind_matches_payload(self) -> Telemetry:

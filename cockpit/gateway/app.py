@@ -15,6 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from cockpit import __version__
 from cockpit.bootstrap import Cockpit
 from cockpit.gateway.admission import LoadShedder
+from cockpit.gateway.openapi import publish_request_schemas
 from cockpit.gateway.routes import health, session, telemetry, verdicts
 from cockpit.gateway.ws import stream_socket
 
@@ -112,12 +113,14 @@ def create_app(cockpit: Cockpit, *, manage_lifecycle: bool = True) -> Litestar:
             version=__version__,
             description="Command-and-control plane for fleets of autonomous AI agents.",
             path="/schema",
+            # Which operations need the key is said per operation (``security=API_KEY``):
+            # health and metrics are open.
             components=Components(
                 security_schemes={"ApiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header")}
             ),
-            security=[{"ApiKey": []}],
         ),
         debug=False,
     )
     app.state.cockpit = cockpit
+    publish_request_schemas(app)
     return app

@@ -7,10 +7,26 @@ from typing import Annotated, Any, Literal
 
 from litestar import Request, Response, get, post
 from litestar.exceptions import HTTPException
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
 
 from cockpit import c2l as c2l_context
+from cockpit.gateway.openapi import (
+    API_KEY,
+    GUARDED,
+    AgentCreated,
+    AgentPage,
+    AgentTree,
+    AgentWire,
+    AuditPage,
+    AuditVerification,
+    CommandPage,
+    CommandReceipt,
+    CommandWire,
+    Directives,
+    errors,
+)
 from cockpit.gateway.security import OPERATORS, READERS, authenticate, principal_of, requires
 from cockpit.platform.auth import verify_totp
 
@@ -22,15 +38,38 @@ MAX_OFFSET = 10**12
 Id = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
 
 
-class RuntimeSpec(BaseModel):
+class _Runtime(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["process", "docker", "kubernetes", "external"]
-    pid: int | None = Field(default=None, ge=1, le=2**22)
-    container: str | None = Field(default=None, min_length=1, max_length=200)
-    namespace: str | None = Field(default=None, min_length=1, max_length=63)
-    pod: str | None = Field(default=None, min_length=1, max_length=253)
     labels: dict[str, str] = Field(default_factory=dict)
+
+
+class ProcessRuntime(_Runtime):
+    """A local process; it must exist when the agent is registered (its start time
+    is pinned so a recycled pid is never signalled)."""
+
+    kind: Literal["process"]
+    pid: int = Field(ge=1, le=2**22)
+
+
+class DockerRuntime(_Runtime):
+    kind: Literal["docker"]
+    container: str = Field(min_length=1, max_length=200, description="container id or name")
+
+
+class KubernetesRuntime(_Runtime):
+    kind: Literal["kubernetes"]
+    namespace: str = Field(min_length=1, max_length=63)
+    pod: str = Field(min_length=1, max_length=253)
+
+
+class ExternalRuntime(_Runtime):
+    """An agent whose runtime Cockpit does not control (directives only)."""
+
+    kind: Literal["external"]
+
+
+RuntimeSpec = Annotated[ProcessRuntime | DockerRuntime | KubernetesRuntime | ExternalRuntime, Field(discriminator="kind")]
 
 
 class AgentCreate(BaseModel):
@@ -40,7 +79,7 @@ class AgentCreate(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
     fleet_id: Id = "default"
     parent_id: Id | None = None
-    runtime: RuntimeSpec = Field(default_factory=lambda: RuntimeSpec(kind="external"))
+    runtime: RuntimeSpec = Field(default_factory=lambda: ExternalRuntime(kind="external"))
 
 
 class CommandCreate(BaseModel):
@@ -98,30 +137,33 @@ def _step_up(request: Request[Any, Any, Any]) -> tuple[bool, bool]:
     return True, verify_totp(secret, request.headers.get("x-cockpit-otp"))
 
 
-@post("/agents", guards=[requires(OPERATORS)], status_code=201, summary="Register an agent", tags=["agents"])
-async def create_agent(request: Request[Any, Any, Any], data: JSONBody[AgentCreate]) -> dict[str, Any]:
+@post("/agents", guards=[requires(OPERATORS)], security=API_KEY, responses=errors(*GUARDED, 409, 422),
+      status_code=201, summary="Register an agent (the answer holds its token, shown once)", tags=["agents"])
+async def create_agent(request: Request[Any, Any, Any], data: JSONBody[AgentCreate]) -> AgentCreated:
     try:
         return await request.app.state.cockpit.c2l.register_agent(data.model_dump(exclude_none=True))  # type: ignore[no-any-return]
     except _DOMAIN as exc:
         raise _error(exc) from None
 
 
-@get("/agents", guards=[requires(READERS)], summary="List agents", tags=["agents"])
+@get("/agents", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED, 422), summary="List agents",
+     tags=["agents"])
 async def list_agents(
     request: Request[Any, Any, Any],
     fleet_id: Annotated[str | None, QueryParameter(max_length=200)] = None,
     status: FromQuery[Literal["ACTIVE", "MUTED", "ISOLATED", "TERMINATED", "REVOKED"] | None] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
-) -> dict[str, Any]:
+) -> AgentPage:
     items, total = await request.app.state.cockpit.c2l.list_agents(
         fleet_id=fleet_id, status=status, limit=limit, offset=offset
     )
     return {"items": items, "total": total}
 
 
-@get("/agents/{agent_id:str}", guards=[requires(READERS)], summary="One agent", tags=["agents"])
-async def get_agent(request: Request[Any, Any, Any], agent_id: FromPath[str]) -> dict[str, Any]:
+@get("/agents/{agent_id:str}", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED, 404, 422),
+     summary="One agent", tags=["agents"])
+async def get_agent(request: Request[Any, Any, Any], agent_id: FromPath[str]) -> AgentWire:
     try:
         return await request.app.state.cockpit.c2l.get_agent(agent_id)  # type: ignore[no-any-return]
     except _DOMAIN as exc:
@@ -131,10 +173,12 @@ async def get_agent(request: Request[Any, Any, Any], agent_id: FromPath[str]) ->
 @get(
     "/agents/{agent_id:str}/tree",
     guards=[requires(READERS)],
+    security=API_KEY,
+    responses=errors(*GUARDED, 404, 422),
     summary="The agent and its descendants (a cascade's blast radius)",
     tags=["agents"],
 )
-async def agent_tree(request: Request[Any, Any, Any], agent_id: FromPath[str]) -> dict[str, Any]:
+async def agent_tree(request: Request[Any, Any, Any], agent_id: FromPath[str]) -> AgentTree:
     try:
         return await request.app.state.cockpit.c2l.agent_tree(agent_id)  # type: ignore[no-any-return]
     except _DOMAIN as exc:
@@ -165,12 +209,14 @@ async def _directive_reader(connection: Any, _: Any) -> None:
 @get(
     "/agents/{agent_id:str}/directives",
     guards=[_directive_reader],
+    security=API_KEY,
+    responses=errors(*GUARDED, 404, 422),
     summary="Directives for a cooperative agent, after a sequence number",
     tags=["agents"],
 )
 async def agent_directives(
     request: Request[Any, Any, Any], agent_id: FromPath[str], after: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0
-) -> dict[str, Any]:
+) -> Directives:
     try:
         items = await request.app.state.cockpit.c2l.pending_directives(agent_id, after)
     except _DOMAIN as exc:
@@ -178,8 +224,20 @@ async def agent_directives(
     return {"items": items}
 
 
-@post("/commands", guards=[requires(OPERATORS)], status_code=202, summary="Issue a C2L command", tags=["commands"])
-async def create_command(request: Request[Any, Any, Any], data: JSONBody[CommandCreate]) -> Response[dict[str, Any]]:
+@post(
+    "/commands",
+    guards=[requires(OPERATORS)],
+    security=API_KEY,
+    responses={
+        200: ResponseSpec(CommandReceipt, description="A command with this command_id was accepted before: its receipt",
+                          generate_examples=False),
+        **errors(*GUARDED, 409, 422, 429),
+    },
+    status_code=202,
+    summary="Issue a C2L command",
+    tags=["commands"],
+)
+async def create_command(request: Request[Any, Any, Any], data: JSONBody[CommandCreate]) -> Response[CommandReceipt]:
     principal = principal_of(request)
     has_totp, otp_ok = _step_up(request)
     try:
@@ -194,11 +252,13 @@ async def create_command(request: Request[Any, Any, Any], data: JSONBody[Command
 @post(
     "/commands/{command_id:str}/approve",
     guards=[requires(OPERATORS)],
+    security=API_KEY,
+    responses=errors(*GUARDED, 404, 409, 422),
     status_code=200,
     summary="Approve a command waiting for a second operator",
     tags=["commands"],
 )
-async def approve_command(request: Request[Any, Any, Any], command_id: FromPath[str]) -> dict[str, Any]:
+async def approve_command(request: Request[Any, Any, Any], command_id: FromPath[str]) -> CommandReceipt:
     principal = principal_of(request)
     has_totp, otp_ok = _step_up(request)
     try:
@@ -209,15 +269,17 @@ async def approve_command(request: Request[Any, Any, Any], command_id: FromPath[
         raise _error(exc) from None
 
 
-@get("/commands/{command_id:str}", guards=[requires(READERS)], summary="One command", tags=["commands"])
-async def get_command(request: Request[Any, Any, Any], command_id: FromPath[str]) -> dict[str, Any]:
+@get("/commands/{command_id:str}", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED, 404, 422),
+     summary="One command", tags=["commands"])
+async def get_command(request: Request[Any, Any, Any], command_id: FromPath[str]) -> CommandWire:
     try:
         return await request.app.state.cockpit.c2l.get_command(command_id)  # type: ignore[no-any-return]
     except _DOMAIN as exc:
         raise _error(exc) from None
 
 
-@get("/commands", guards=[requires(READERS)], summary="List commands", tags=["commands"])
+@get("/commands", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED, 422), summary="List commands",
+     tags=["commands"])
 async def list_commands(
     request: Request[Any, Any, Any],
     status: FromQuery[Literal["PENDING_APPROVAL", "PENDING", "EXECUTING", "COMPLETED", "FAILED", "TIMEOUT"] | None] = None,
@@ -226,14 +288,15 @@ async def list_commands(
     operator: Annotated[str | None, QueryParameter(max_length=200)] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
-) -> dict[str, Any]:
+) -> CommandPage:
     items, total = await request.app.state.cockpit.c2l.list_commands(
         status=status, command_type=command_type, agent_id=agent_id, operator=operator, limit=limit, offset=offset
     )
     return {"items": items, "total": total}
 
 
-@get("/audits", guards=[requires(READERS)], summary="Audit trail (hash-chained)", tags=["commands"])
+@get("/audits", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED, 422),
+     summary="Audit trail (hash-chained)", tags=["commands"])
 async def list_audits(
     request: Request[Any, Any, Any],
     command_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
@@ -241,15 +304,16 @@ async def list_audits(
     layer: Annotated[str | None, QueryParameter(max_length=40)] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
-) -> dict[str, Any]:
+) -> AuditPage:
     items, total = await request.app.state.cockpit.c2l.query_audit(
         command_id=command_id, agent_id=agent_id, layer=layer, limit=limit, offset=offset
     )
     return {"items": items, "total": total}
 
 
-@get("/audits/verify", guards=[requires(READERS)], summary="Verify the audit hash chain", tags=["commands"])
-async def verify_audits(request: Request[Any, Any, Any]) -> dict[str, Any]:
+@get("/audits/verify", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED),
+     summary="Verify the audit hash chain", tags=["commands"])
+async def verify_audits(request: Request[Any, Any, Any]) -> AuditVerification:
     return await request.app.state.cockpit.c2l.verify_audit()  # type: ignore[no-any-return]
 
 

@@ -7,9 +7,11 @@ from typing import Any
 
 from litestar import Request, Response, get
 from litestar.exceptions import NotFoundException
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 
 from cockpit import __version__
+from cockpit.gateway.openapi import Health, ModuleHealth, errors
 from cockpit.platform.metrics import CONTENT_TYPE
 
 __all__ = ["health", "module_health", "metrics"]
@@ -36,11 +38,12 @@ def _ok(value: Any) -> bool:
     return value is True or (isinstance(value, dict) and value.get("ok") is True)
 
 
-@get("/health", summary="Overall health with real dependency probes", tags=["operations"])
-async def health(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+@get("/health", summary="Overall health with real dependency probes", tags=["operations"],
+     responses={503: ResponseSpec(Health, description="degraded: a dependency probe failed", generate_examples=False)})
+async def health(request: Request[Any, Any, Any]) -> Response[Health]:
     checks = await _checks(request)
     failing = [name for name, value in checks.items() if name != "bus" and not _ok(value)]
-    body = {
+    body: Health = {
         "status": "degraded" if failing else "ok",
         "services": SERVICES,
         "version": __version__,
@@ -58,8 +61,11 @@ _MODULE_DEPENDENCIES = {
 }
 
 
-@get("/health/{module:str}", summary="Health of one module", tags=["operations"])
-async def module_health(request: Request[Any, Any, Any], module: FromPath[str]) -> Response[dict[str, Any]]:
+@get("/health/{module:str}", summary="Health of one module", tags=["operations"], responses={
+    **errors(404),
+    503: ResponseSpec(ModuleHealth, description="unhealthy: a dependency of the module failed", generate_examples=False),
+})
+async def module_health(request: Request[Any, Any, Any], module: FromPath[str]) -> Response[ModuleHealth]:
     if module not in _MODULE_DEPENDENCIES:
         raise NotFoundException(f"unknown module {module!r}; one of {', '.join(SERVICES)}")
     checks = await _checks(request)

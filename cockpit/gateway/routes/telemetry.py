@@ -16,6 +16,7 @@ from litestar.exceptions import (
 from pydantic import TypeAdapter, ValidationError
 
 from cockpit.events import Telemetry
+from cockpit.gateway.openapi import API_KEY, GUARDED, TelemetryAccepted, TraceExport, errors
 from cockpit.gateway.otlp import map_traces
 from cockpit.gateway.security import AGENT_OR_OPERATOR, principal_of, requires
 from cockpit.platform.auth import Role
@@ -151,7 +152,7 @@ def _admit(request: Request[Any, Any, Any]) -> None:
         )
 
 
-async def _ingest(request: Request[Any, Any, Any], messages: list[Telemetry]) -> dict[str, int]:
+async def _ingest(request: Request[Any, Any, Any], messages: list[Telemetry]) -> TelemetryAccepted:
     cockpit = request.app.state.cockpit
     principal = principal_of(request)
     if principal.role is Role.AGENT:
@@ -169,7 +170,7 @@ async def _ingest(request: Request[Any, Any, Any], messages: list[Telemetry]) ->
     metrics = cockpit.metrics.telemetry_ingested
     metrics.labels(path="http", outcome="accepted").inc(result.accepted)
     metrics.labels(path="http", outcome="duplicate").inc(result.duplicates)
-    body = {"accepted": result.accepted, "duplicates": result.duplicates}
+    body: TelemetryAccepted = {"accepted": result.accepted, "duplicates": result.duplicates}
     if result.quarantined:
         body["quarantined"] = result.quarantined
     return body
@@ -178,11 +179,13 @@ async def _ingest(request: Request[Any, Any, Any], messages: list[Telemetry]) ->
 @post(
     "/telemetry",
     guards=[requires(AGENT_OR_OPERATOR)],
+    security=API_KEY,
+    responses=errors(400, *GUARDED, 413, 422),
     status_code=202,
     summary="Ingest one telemetry message or a batch {\"messages\": [...]}",
     tags=["telemetry"],
 )
-async def post_telemetry(request: Request[Any, Any, Any]) -> Response[dict[str, int]]:
+async def post_telemetry(request: Request[Any, Any, Any]) -> Response[TelemetryAccepted]:
     _admit(request)
     messages = parse_telemetry(await request.body(), request.app.state.cockpit.settings.filter.max_batch)
     if not messages:
@@ -193,11 +196,13 @@ async def post_telemetry(request: Request[Any, Any, Any]) -> Response[dict[str, 
 @post(
     "/v1/traces",
     guards=[requires(AGENT_OR_OPERATOR)],
+    security=API_KEY,
+    responses=errors(400, *GUARDED, 413, 422),
     status_code=200,
     summary="Ingest OpenTelemetry GenAI spans (OTLP/HTTP JSON)",
     tags=["telemetry"],
 )
-async def post_traces(request: Request[Any, Any, Any]) -> dict[str, Any]:
+async def post_traces(request: Request[Any, Any, Any]) -> TraceExport:
     _admit(request)
     payload = _loads(await request.body())
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -10,6 +11,17 @@ from litestar.exceptions import HTTPException, NotFoundException, ValidationExce
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
 
+from cockpit.gateway.openapi import (
+    API_KEY,
+    GUARDED,
+    AllianceGraph,
+    Evidence,
+    Stats,
+    VerdictPage,
+    VerdictStats,
+    VerdictWire,
+    errors,
+)
 from cockpit.gateway.security import OPERATORS, READERS, requires
 from cockpit.verdict import IllegalTransition, VerdictFilters, VerdictNotFound
 
@@ -18,18 +30,27 @@ __all__ = ["alliance_graph", "get_verdict", "list_verdicts", "patch_verdict", "s
 StatusQ = Literal["ACTIVE", "MITIGATED", "DISMISSED"]
 SeverityQ = Literal["CRITICAL", "HIGH", "MEDIUM", "LOW"]
 CategoryQ = Literal["COLLUSION", "DECEPTION", "ALLIANCE", "THREAT", "INCONSISTENCY"]
+#: a bare number, which Litestar would read as Unix time
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 class VerdictPatch(BaseModel):
     """``{"status": "MITIGATED", "mitigation_command_id": "..."}`` or ``{"status": "DISMISSED"}``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+        {"properties": {"status": {"const": "MITIGATED"}, "mitigation_command_id": {"type": "string"}},
+         "required": ["status", "mitigation_command_id"]},
+        {"properties": {"status": {"const": "DISMISSED"}}, "required": ["status"]},
+    ]})
 
     status: Literal["MITIGATED", "DISMISSED"]
     mitigation_command_id: str | None = Field(default=None, min_length=1, max_length=64)
 
 
-def _aware(value: datetime | None) -> datetime | None:
+def _aware(request: Request[Any, Any, Any], value: datetime | None) -> datetime | None:
+    if value is not None and _NUMBER.fullmatch(request.query_params.get("since", "").strip()):
+        # Litestar reads a number as Unix time; the schema promises ISO 8601.
+        raise ValidationException("since must be an ISO 8601 date-time with a time zone, not a number")
     if value is not None and value.tzinfo is None:
         raise ValidationException("since must carry a time zone (ISO 8601, e.g. 2026-01-01T00:00:00Z)")
     if value is not None:
@@ -40,7 +61,8 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-@get("/verdicts", guards=[requires(READERS)], summary="List verdicts, newest first", tags=["verdicts"])
+@get("/verdicts", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED, 422),
+     summary="List verdicts, newest first", tags=["verdicts"])
 async def list_verdicts(
     request: Request[Any, Any, Any],
     status: FromQuery[StatusQ | None] = None,
@@ -51,19 +73,21 @@ async def list_verdicts(
     since: FromQuery[datetime | None] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     offset: Annotated[int, QueryParameter(ge=0, le=1_000_000)] = 0,
-) -> dict[str, Any]:
-    filters = VerdictFilters(status, severity, category, agent_id, fleet_id, _aware(since), limit, offset)
+) -> VerdictPage:
+    filters = VerdictFilters(status, severity, category, agent_id, fleet_id, _aware(request, since), limit, offset)
     items, total = await request.app.state.cockpit.verdicts.list(filters)
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
-@get("/verdicts/stats", guards=[requires(READERS)], summary="Verdict counts", tags=["verdicts"])
-async def verdict_stats(request: Request[Any, Any, Any]) -> dict[str, Any]:
+@get("/verdicts/stats", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED),
+     summary="Verdict counts", tags=["verdicts"])
+async def verdict_stats(request: Request[Any, Any, Any]) -> VerdictStats:
     return await request.app.state.cockpit.verdicts.stats()  # type: ignore[no-any-return]
 
 
-@get("/verdicts/{verdict_id:str}", guards=[requires(READERS)], summary="One verdict", tags=["verdicts"])
-async def get_verdict(request: Request[Any, Any, Any], verdict_id: FromPath[str]) -> dict[str, Any]:
+@get("/verdicts/{verdict_id:str}", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED, 404, 422),
+     summary="One verdict", tags=["verdicts"])
+async def get_verdict(request: Request[Any, Any, Any], verdict_id: FromPath[str]) -> VerdictWire:
     try:
         return await request.app.state.cockpit.verdicts.get(verdict_id)  # type: ignore[no-any-return]
     except VerdictNotFound:
@@ -73,10 +97,12 @@ async def get_verdict(request: Request[Any, Any, Any], verdict_id: FromPath[str]
 @get(
     "/verdicts/{verdict_id:str}/evidence",
     guards=[requires(READERS)],
+    security=API_KEY,
+    responses=errors(*GUARDED, 404, 422),
     summary="The messages a verdict rests on, in time order",
     tags=["verdicts"],
 )
-async def verdict_evidence(request: Request[Any, Any, Any], verdict_id: FromPath[str]) -> dict[str, Any]:
+async def verdict_evidence(request: Request[Any, Any, Any], verdict_id: FromPath[str]) -> Evidence:
     cockpit = request.app.state.cockpit
     try:
         verdict = await cockpit.verdicts.get(verdict_id)
@@ -89,10 +115,12 @@ async def verdict_evidence(request: Request[Any, Any, Any], verdict_id: FromPath
 @patch(
     "/verdicts/{verdict_id:str}",
     guards=[requires(OPERATORS)],
+    security=API_KEY,
+    responses=errors(*GUARDED, 404, 409, 422),
     summary="Mark a verdict MITIGATED (with its command) or DISMISSED",
     tags=["verdicts"],
 )
-async def patch_verdict(request: Request[Any, Any, Any], verdict_id: FromPath[str], data: JSONBody[VerdictPatch]) -> dict[str, Any]:
+async def patch_verdict(request: Request[Any, Any, Any], verdict_id: FromPath[str], data: JSONBody[VerdictPatch]) -> VerdictWire:
     try:
         return await request.app.state.cockpit.verdicts.set_status(  # type: ignore[no-any-return]
             verdict_id, data.status, data.mitigation_command_id
@@ -105,15 +133,17 @@ async def patch_verdict(request: Request[Any, Any, Any], verdict_id: FromPath[st
         raise HTTPException(status_code=409, detail=str(exc)) from None
 
 
-@get("/alliances/graph", guards=[requires(READERS)], summary="Alliance graph", tags=["verdicts"])
+@get("/alliances/graph", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED),
+     summary="Alliance graph", tags=["verdicts"])
 async def alliance_graph(
     request: Request[Any, Any, Any], fleet_id: Annotated[str | None, QueryParameter(max_length=200)] = None
-) -> dict[str, Any]:
+) -> AllianceGraph:
     return request.app.state.cockpit.filter.alliance_graph(fleet_id)  # type: ignore[no-any-return]
 
 
-@get("/stats", guards=[requires(READERS)], summary="One document for dashboards", tags=["operations"])
-async def stats(request: Request[Any, Any, Any]) -> dict[str, Any]:
+@get("/stats", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED),
+     summary="One document for dashboards", tags=["operations"])
+async def stats(request: Request[Any, Any, Any]) -> Stats:
     cockpit = request.app.state.cockpit
     verdicts = await cockpit.verdicts.stats()
     graph = cockpit.filter.alliance_graph()

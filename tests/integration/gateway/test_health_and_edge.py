@@ -40,9 +40,25 @@ async def test_metrics_expose_the_runbook_names_from_start(embedded: Harness) ->
 async def test_openapi_schema_is_served(embedded: Harness) -> None:
     r = await embedded.client.get("/schema/openapi.json")
     assert r.status_code == 200
-    paths = r.json()["paths"]
+    doc = r.json()
+    paths = doc["paths"]
     for path in ("/telemetry", "/verdicts", "/verdicts/{verdict_id}", "/commands", "/agents", "/audits"):
         assert path in paths
+    # Open operations say so; the others need the key and document 401/403.
+    assert "security" not in doc and not paths["/health"]["get"].get("security")
+    assert not paths["/metrics"]["get"].get("security")
+    assert paths["/verdicts"]["get"]["security"] == [{"ApiKey": []}]
+    assert {"401", "403", "503"} <= set(paths["/verdicts"]["get"]["responses"])
+    assert {"404", "409"} <= set(paths["/verdicts/{verdict_id}"]["patch"]["responses"])
+    assert {"413", "422", "503"} <= set(paths["/telemetry"]["post"]["responses"])
+    assert "429" in paths["/commands"]["post"]["responses"]
+    # Answers are described field by field, and the raw-read telemetry body too.
+    verdict = doc["components"]["schemas"]["VerdictWire"]
+    assert {"id", "severity", "evidence_chain", "recommended_action"} <= set(verdict["required"])
+    body = paths["/telemetry"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"$ref": "#/components/schemas/Telemetry"} in body["oneOf"]
+    telemetry = doc["components"]["schemas"]["Telemetry"]
+    assert telemetry["properties"]["timestamp"]["format"] == "date-time"
 
 
 async def test_no_key_is_401_and_wrong_role_is_403(embedded: Harness) -> None:

@@ -109,7 +109,7 @@ async def test_wrong_types_and_unknown_enums_in_queries_are_400(embedded: Harnes
         "/verdicts?limit=abc", "/verdicts?since=not-a-date", "/verdicts?offset=-1", "/verdicts?severity=APOCALYPTIC",
         "/verdicts?status=active", "/verdicts?category=1", "/verdicts?limit=99999999999999999999999",
         "/verdicts?since=0001-01-01T00:00:00%2B14:00", "/verdicts?since=9999-12-31T23:59:59-14:00",
-        "/verdicts?since=2026-01-01T00:00:00", "/agents?status=ZOMBIE", "/agents?limit=0", "/commands?status=DONE",
+        "/verdicts?since=2026-01-01T00:00:00", "/verdicts?since=0.5", "/verdicts?since=1767225600", "/agents?status=ZOMBIE", "/agents?limit=0", "/commands?status=DONE",
         "/commands?command_type=NUKE", "/commands?limit=1e3", "/audits?limit=abc", "/audits?offset=" + "9" * 400,
         "/agents/x/directives?after=-1", "/verdicts?agent_id=" + "a" * 5000,
     ):
@@ -145,7 +145,8 @@ async def test_huge_numbers_and_odd_timestamps(embedded: Harness) -> None:
          400),
     ):
         assert (await post_raw(h, "/telemetry", raw)).status_code == status
-    for ts in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "not a time", "2026-01-01T00:00:00"):
+    for ts in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "not a time", "2026-01-01T00:00:00",
+               0, 1767225600, 1.5):  # numbers: the schema promises ISO 8601, not Unix time
         r = clean(await h.client.post("/telemetry", json={**base, "message_id": f"ts-{ts}", "timestamp": ts},
                                       headers=h.headers()))
         assert r.status_code == 422 and "timestamp" in r.text, (ts, r.text)
