@@ -10,15 +10,17 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
+
+from tests.integration.gateway.test_scenario import scenario
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = int(os.environ.get("COCKPIT_SCHEMATHESIS_EXAMPLES", "30"))
@@ -33,6 +35,31 @@ def _bench_server() -> Any:
     return module
 
 
+def _populate(base_url: str, key: str) -> dict[str, str]:
+    """Real content, so lists answer with items and the schemas of the items are
+    checked too: the acceptance scenario's verdicts, an agent with a sub-agent, a
+    MUTE that completes. The ids of one of each."""
+    headers = {"X-API-Key": key}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=30) as http:
+        http.post("/agents", json={"agent_id": "delta", "name": "delta"}).raise_for_status()
+        http.post("/agents", json={"agent_id": "delta-sub", "name": "delta's helper", "parent_id": "delta"}
+                  ).raise_for_status()
+        http.post("/telemetry", json={"messages": scenario()[0]}).raise_for_status()
+        command = http.post("/commands", json={"command_type": "MUTE", "target_agents": ["delta"],
+                                               "parameters": {"duration_seconds": 600}, "reason": "schema check"})
+        command.raise_for_status()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            verdicts = http.get("/verdicts").json()["items"]
+            done = http.get(f"/commands/{command.json()['command_id']}").json()["status"] == "COMPLETED"
+            if len({v["category"] for v in verdicts}) >= 5 and done:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the scenario produced no verdicts, or the MUTE did not complete")
+    return {"verdict_id": verdicts[0]["id"], "agent_id": "delta", "command_id": command.json()["command_id"]}
+
+
 @pytest.fixture(scope="module")
 def live_cockpit() -> Iterator[Any]:
     # Generous rate limits: the generated MUTE/TERMINATE traffic would otherwise be
@@ -40,6 +67,7 @@ def live_cockpit() -> Iterator[Any]:
     limits = '{"MUTE": "100000/minute", "ISOLATE": "100000/minute", "TERMINATE": "100000/minute"}'
     server = _bench_server().start_server({"COCKPIT_C2L__RATE_LIMITS": limits})
     try:
+        server.ids = _populate(server.base_url, server.key)  # type: ignore[attr-defined]
         yield server
     finally:
         server.stop()
@@ -49,6 +77,15 @@ def live_cockpit() -> Iterator[Any]:
 def api_schema(live_cockpit: Any) -> Any:
     schema = schemathesis.openapi.from_url(f"{live_cockpit.base_url}/schema/openapi.json")
     schema.config.update(base_url=live_cockpit.base_url, headers={"X-API-Key": live_cockpit.key})
+    checks = schema.config.checks
+    # 422 is the API's answer to a well-formed request it refuses on the facts (the
+    # target agents do not exist, no process has that pid, a NUL cannot be stored):
+    # schema-valid input may get it. Schema violations are 400 (or 422 from the
+    # telemetry parser), which the negative-data check still requires.
+    checks.positive_data_acceptance.expected_statuses = [*checks.positive_data_acceptance.expected_statuses, "422"]
+    # Litestar 2 answers OPTIONS on a path served by two handlers with the first
+    # handler's methods only (litestar-org/litestar#4169, fixed in Litestar 3).
+    checks.allow_header_conformance.enabled = False
     return schema
 
 
@@ -58,8 +95,23 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @schema.parametrize()
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_schema(case: Any, live_cockpit: Any) -> None:
-    response = case.call(headers={"X-API-Key": live_cockpit.key}, timeout=30)
+    response = case.call_and_validate(headers={"X-API-Key": live_cockpit.key}, timeout=30)
     assert "Traceback" not in response.text
-    case.validate_response(
-        response, checks=[not_a_server_error, response_schema_conformance]
-    )
+
+
+@pytest.mark.parametrize("path", [
+    "/verdicts", "/verdicts/{verdict_id}", "/verdicts/{verdict_id}/evidence", "/verdicts/stats", "/alliances/graph",
+    "/stats", "/agents", "/agents/{agent_id}", "/agents/{agent_id}/tree", "/agents/{agent_id}/directives",
+    "/commands", "/commands/{command_id}", "/audits", "/audits/verify", "/me", "/health",
+])
+def test_answers_with_real_content_conform(api_schema: Any, live_cockpit: Any, path: str) -> None:
+    """Every read answers 200 with the populated content, and every field of it
+    (verdicts, evidence messages, agents, directives, commands, audit rows) is as the
+    published schema says."""
+    params = {name: value for name, value in live_cockpit.ids.items() if "{" + name + "}" in path}
+    case = api_schema[path]["GET"].Case(path_parameters=params)
+    response = case.call_and_validate(headers={"X-API-Key": live_cockpit.key}, timeout=30)
+    assert response.status_code == 200
+    body = response.json()
+    if "items" in body:
+        assert body["items"], f"{path} answered no items: nothing of its schema was checked"
