@@ -1,6 +1,9 @@
-"""Schemathesis over the live OpenAPI schema of a real ``cockpit serve``: every
-operation, generated inputs (valid and not), no 5xx and every documented answer
-conforms to the schema the server publishes.
+"""Schemathesis over the live OpenAPI schema of a real, populated ``cockpit serve``:
+every operation with generated inputs (valid and not) under every built-in check (no
+5xx, documented status codes, content types and headers, schema-valid answers, bad
+input refused, valid input taken, the key required where the schema says so); every
+read once more with real ids; and stateful sequences chained through the links
+schemathesis infers from the typed answers.
 
 Bounded: ~30 examples per operation (``COCKPIT_SCHEMATHESIS_EXAMPLES`` to change).
 """
@@ -115,3 +118,14 @@ def test_answers_with_real_content_conform(api_schema: Any, live_cockpit: Any, p
     body = response.json()
     if "items" in body:
         assert body["items"], f"{path} answered no items: nothing of its schema was checked"
+
+
+def test_stateful_workflows(api_schema: Any) -> None:
+    """Sequences of calls chained through the links schemathesis infers from the
+    typed answers (register an agent, then read, command and poll it; list
+    verdicts, then read, patch and open one...), every answer checked as above."""
+    machine = api_schema.as_state_machine()
+    machine.run(settings=settings(
+        max_examples=EXAMPLES, stateful_step_count=8, deadline=None, derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    ))
