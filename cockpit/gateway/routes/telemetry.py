@@ -66,8 +66,9 @@ def parse_telemetry(body: bytes, max_batch: int) -> list[Telemetry]:
     """The telemetry in a ``POST /telemetry`` body: one object or ``{"messages": [...]}``.
 
     Pure (no I/O). Raises :class:`ValidationException` (400: not JSON, not UTF-8, not
-    an object or batch), :class:`PayloadTooLarge` (413: more than ``max_batch``) or
-    :class:`HTTPException` 422 naming the first invalid field.
+    an object or batch, or a field against the schema, the first one named),
+    :class:`PayloadTooLarge` (413: more than ``max_batch``) or :class:`HTTPException`
+    422 for a NUL character (valid JSON and schema, but no database stores it).
     """
     payload = _loads(body)
     if isinstance(payload, dict) and "messages" in payload:
@@ -91,9 +92,7 @@ def parse_telemetry(body: bytes, max_batch: int) -> list[Telemetry]:
             for e in errors:
                 e["key"] = e["key"].split(".", 1)[1] if "." in e["key"] else ""
         first = f"{errors[0]['key']}: " if errors[0]["key"] else ""
-        raise HTTPException(
-            status_code=422, detail=f"invalid telemetry: {first}{errors[0]['message']}", extra=errors
-        ) from None
+        raise ValidationException(f"invalid telemetry: {first}{errors[0]['message']}", extra=errors) from None
     # JSON can only carry U+0000 escaped, so a body without the escape needs no scan.
     for index, message in enumerate(messages if b"\\u0000" in body else ()):
         where = nul_field(message)

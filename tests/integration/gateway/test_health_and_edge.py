@@ -81,8 +81,8 @@ async def test_malformed_input_gets_clear_4xx_never_500(embedded: Harness) -> No
         (b"\xff\xfe\x00garbage", 400),
         (b"[1, 2, 3]", 400),
         (b'{"messages": "nope"}', 400),
-        (b'{"message_id": "m", "source_agent_id": "a"}', 422),  # message without content
-        (b'{"message_id": "m", "source_agent_id": "a", "content": "x", "surprise": 1}', 422),
+        (b'{"message_id": "m", "source_agent_id": "a"}', 400),  # message without content
+        (b'{"message_id": "m", "source_agent_id": "a", "content": "x", "surprise": 1}', 400),
         (b"[" * 100_000 + b"]" * 100_000, 400),
     ]
     for body, status in cases:
@@ -92,7 +92,7 @@ async def test_malformed_input_gets_clear_4xx_never_500(embedded: Harness) -> No
     r = await embedded.client.post(
         "/telemetry", json={"message_id": "m", "source_agent_id": "a", "kind": "action"}, headers=h
     )
-    assert r.status_code == 422 and "action" in r.json()["detail"]
+    assert r.status_code == 400 and "action" in r.json()["detail"]
 
 
 async def test_oversized_batch_and_body_are_413(embedded: Harness) -> None:

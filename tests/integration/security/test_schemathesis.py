@@ -81,10 +81,9 @@ def api_schema(live_cockpit: Any) -> Any:
     schema = schemathesis.openapi.from_url(f"{live_cockpit.base_url}/schema/openapi.json")
     schema.config.update(base_url=live_cockpit.base_url, headers={"X-API-Key": live_cockpit.key})
     checks = schema.config.checks
-    # 422 is the API's answer to a well-formed request it refuses on the facts (the
-    # target agents do not exist, no process has that pid, a NUL cannot be stored):
-    # schema-valid input may get it. Schema violations are 400 (or 422 from the
-    # telemetry parser), which the negative-data check still requires.
+    # 422 is the API's answer to a schema-valid request it refuses on the facts (the
+    # target agents do not exist, no process has that pid, a NUL cannot be stored).
+    # Schema violations are 400, which schema-valid input must never get.
     checks.positive_data_acceptance.expected_statuses = [*checks.positive_data_acceptance.expected_statuses, "422"]
     # Litestar 2 answers OPTIONS on a path served by two handlers with the first
     # handler's methods only (litestar-org/litestar#4169, fixed in Litestar 3).
