@@ -66,6 +66,24 @@ _INSERT_COLUMNS = (
 _json = msgspec.json.Encoder()
 
 
+# Claiming, built once (a statement and its cache key cost more to build than to run).
+# SQLite: the id list as one bound value (a JSON array): binding each id separately
+# cost more than the update itself.
+_CLAIM_SQLITE = text(
+    "UPDATE telemetry SET analysed_at = :now WHERE message_id IN "
+    "(SELECT value FROM json_each(:ids)) AND analysed_at IS NULL RETURNING message_id"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+# PostgreSQL: a plain IN list, which the planner resolves through the primary key (a
+# sub-select over unnest() was joined against the whole unanalysed backlog instead).
+_CLAIM = (
+    update(TelemetryRow.__table__)
+    .where(TelemetryRow.__table__.c.message_id.in_(bindparam("ids", expanding=True)),
+           TelemetryRow.__table__.c.analysed_at.is_(None))
+    .values(analysed_at=bindparam("now"))
+    .returning(TelemetryRow.__table__.c.message_id)
+)
+
+
 @functools.lru_cache(maxsize=32)
 def _sqlite_insert(rows: int) -> str:
     one = "(" + ", ".join("?" * len(_INSERT_COLUMNS)) + ")"
@@ -177,29 +195,13 @@ class TelemetryStore:
             return set()
         async with self._db.engine.begin() as conn:
             if self._db.dialect == "sqlite":
-                # The id list as one bound value (a JSON array): binding each id
-                # separately cost more than the update itself.
-                stmt = text(
-                    "UPDATE telemetry SET analysed_at = :now WHERE message_id IN "
-                    "(SELECT value FROM json_each(:ids)) AND analysed_at IS NULL RETURNING message_id"
-                ).bindparams(bindparam("now", type_=UTCDateTime()))
                 ids = _json.encode(list(message_ids)).decode()
-                result = await conn.execute(stmt, {"ids": ids, "now": utcnow()})
+                result = await conn.execute(_CLAIM_SQLITE, {"ids": ids, "now": utcnow()})
                 return set(result.scalars().all())
-            # PostgreSQL: a plain IN list, which the planner resolves through the
-            # primary key (a sub-select over unnest() was joined against the whole
-            # unanalysed backlog instead).
-            table = TelemetryRow.__table__
             claimed: set[str] = set()
             for start in range(0, len(message_ids), _CHUNK):
                 chunk = list(message_ids[start : start + _CHUNK])
-                stmt = (
-                    update(table)
-                    .where(table.c.message_id.in_(chunk), table.c.analysed_at.is_(None))
-                    .values(analysed_at=utcnow())
-                    .returning(table.c.message_id)
-                )
-                claimed.update((await conn.execute(stmt)).scalars().all())
+                claimed.update((await conn.execute(_CLAIM, {"ids": chunk, "now": utcnow()})).scalars().all())
         return claimed
 
     async def messages(self, message_ids: Sequence[str]) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from cockpit.events import CommandConfirmed, VerdictIssued
 from cockpit.gateway.models import StreamEventRow
@@ -21,6 +21,9 @@ from cockpit.platform.db import Database, insert_ignoring_duplicates, utcnow
 from cockpit.platform.metrics import Metrics
 
 __all__ = ["StreamClient", "StreamFilters", "StreamHub"]
+
+_EVENTS = StreamEventRow.__table__
+_STORED = select(_EVENTS.c.seq, _EVENTS.c.ts).where(_EVENTS.c.source_event_id == bindparam("source_event_id"))
 
 
 @dataclass(slots=True)
@@ -97,6 +100,8 @@ class StreamHub:
         self._bus = bus
         self._metrics = metrics
         self._replay_limit = replay_limit
+        # Built once: every verdict event runs it, and building costs more than running.
+        self._insert = insert_ignoring_duplicates(db.dialect, _EVENTS).returning(_EVENTS.c.seq, _EVENTS.c.ts)
         self._clients: set[StreamClient] = set()
         self._lock = asyncio.Lock()
 
@@ -131,18 +136,12 @@ class StreamHub:
         """Store the event once (replicas agree on its seq), then push it to clients."""
         async with self._lock:
             ts = utcnow()
-            table = StreamEventRow.__table__
             async with self._db.engine.begin() as conn:
                 row = (await conn.execute(
-                    insert_ignoring_duplicates(self._db.dialect, table).returning(table.c.seq, table.c.ts),
-                    {"source_event_id": source_event_id, "type": kind, "ts": ts, "data": data},
+                    self._insert, {"source_event_id": source_event_id, "type": kind, "ts": ts, "data": data},
                 )).first()
                 if row is None:  # another replica stored this event first: take its seq
-                    row = (
-                        await conn.execute(
-                            select(table.c.seq, table.c.ts).where(table.c.source_event_id == source_event_id)
-                        )
-                    ).one()
+                    row = (await conn.execute(_STORED, {"source_event_id": source_event_id})).one()
             envelope = {"type": kind, "seq": int(row.seq), "ts": row.ts.isoformat(), "data": data}
             for client in list(self._clients):
                 client.offer(envelope)

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cockpit.events import (
@@ -56,6 +56,13 @@ class VerdictFilters:
 _VERDICTS = VerdictRow.__table__
 _VERDICT_AGENTS = VerdictAgentRow.__table__
 _COLORS = {severity.value: color for severity, color in SEVERITY_COLORS.items()}
+# Built once: building a statement and its cache key costs ~70-100 us, more than
+# SQLite takes to run it, and every draft runs these.
+_ACTIVE = select(_VERDICTS).where(_VERDICTS.c.fingerprint == bindparam("fingerprint"), _VERDICTS.c.status == "ACTIVE")
+_INSERT = insert(_VERDICTS)
+_INSERT_AGENTS = insert(_VERDICT_AGENTS)
+#: SET takes the columns the parameters name
+_UPDATE = update(_VERDICTS).where(_VERDICTS.c.id == bindparam("verdict_id"))
 #: the columns ``to_dict`` reads (a page selects only these)
 _WIRE_COLUMNS = tuple(_VERDICTS.c[name] for name in (
     "id", "fleet_id", "category", "severity", "title", "agents_involved", "agent_id", "target",
@@ -147,10 +154,7 @@ class VerdictEngine:
         more than the statements themselves."""
         now = utcnow()
         async with self._db.engine.begin() as conn:
-            current = (await conn.execute(
-                select(_VERDICTS).where(_VERDICTS.c.fingerprint == draft.fingerprint,
-                                        _VERDICTS.c.status == "ACTIVE")
-            )).first()
+            current = (await conn.execute(_ACTIVE, {"fingerprint": draft.fingerprint})).first()
             if current is None:
                 values = {
                     "id": uuid.uuid4().hex,
@@ -172,10 +176,10 @@ class VerdictEngine:
                     "created_at": now,
                     "updated_at": now,
                 }
-                await conn.execute(insert(_VERDICTS), values)
+                await conn.execute(_INSERT, values)
                 named = set(draft.agents_involved) | ({draft.target} if draft.target else set())
                 if named:
-                    await conn.execute(insert(_VERDICT_AGENTS),
+                    await conn.execute(_INSERT_AGENTS,
                                        [{"agent_id": a, "verdict_id": values["id"]} for a in sorted(named)])
                 return True, SimpleNamespace(**values)
             evidence = list(current.evidence_chain)
@@ -194,7 +198,7 @@ class VerdictEngine:
             if severity_up:
                 changes["severity"] = draft.severity.value
                 changes["recommended_action"] = draft.recommended_action
-            await conn.execute(update(_VERDICTS).where(_VERDICTS.c.id == current.id).values(changes))
+            await conn.execute(_UPDATE, {**changes, "verdict_id": current.id})
             return False, SimpleNamespace(**{**current._asdict(), **changes})
 
     async def on_command_confirmed(self, event: CommandConfirmed) -> None:
