@@ -286,7 +286,7 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
             return
         try:
             sync.dialect.do_ping(dbapi_connection)
-        except Exception as exc:  # noqa: BLE001 - any failure: the pool retries with a new connection
+        except Exception as exc:  # any failure: the pool retries with a new connection
             raise DisconnectionError(str(exc)) from exc
 
 
