@@ -11,6 +11,7 @@ import hashlib
 import math
 import re
 import uuid
+from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
@@ -183,9 +184,11 @@ class CommandService:
         self._audit = audit
         self._settings = settings
         self._limits = {ctype: parse_rate(rate) for ctype, rate in settings.rate_limits.items()}
-        # Serialises count-then-insert in this process; PostgreSQL adds an advisory
-        # lock so replicas count against the same rows.
-        self._submit_lock = asyncio.Lock()
+        # Count-then-insert is atomic per (operator, command type): the submissions
+        # that count against each other wait here, in this process, without holding
+        # a database connection; PostgreSQL adds an advisory lock on the same key so
+        # replicas do too. Other operators' commands do not queue behind them.
+        self._submit_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def submit(self, operator: str, request: dict[str, Any], *, operator_has_totp: bool,
                      otp_ok: bool) -> tuple[dict[str, Any], bool]:
@@ -195,7 +198,8 @@ class CommandService:
         command_id = request.get("command_id") or uuid.uuid4().hex
         body_hash = hashlib.sha256(canonical_json(body).encode()).hexdigest()
         ctype = CommandType(body["command_type"])
-        existing = await self._existing(command_id, body_hash, operator, body)
+        # Only a client-chosen id can have been submitted before.
+        existing = await self._existing(command_id, body_hash, operator, body) if request.get("command_id") else None
         if existing is not None:
             return existing, False
         unknown = await self._registry.unknown(body["target_agents"])
@@ -217,7 +221,7 @@ class CommandService:
             cascade_terminated=[], created_at=now, dispatched_at=None if two_person else now,
         )
         try:
-            async with self._submit_lock, self._db.sessions.begin() as session:
+            async with self._submit_locks[operator, ctype.value], self._db.sessions.begin() as session:
                 if self._db.dialect == "postgresql":
                     await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
                                           {"k": f"c2l-rate:{operator}:{ctype.value}"})
