@@ -33,13 +33,14 @@ class ErrorBody(TypedDict, total=False):
 
 
 _WHY = {
-    400: "Malformed request: not JSON, or a parameter or field out of its bounds (``extra`` names it)",
+    400: "Malformed request, or a parameter or field against this schema (``extra`` names it)",
     401: "Missing or invalid API key (``X-API-Key``), or a TOTP code is required (``X-Cockpit-OTP``)",
     403: "The key's role may not do this",
     404: "No such resource",
     409: "Conflicts with the resource's current state",
     413: "Body or batch larger than the configured limit",
-    422: "Well-formed, but a value is invalid or cannot be stored (``extra`` names the field)",
+    422: "Schema-valid, but refused on the facts: unknown target agents, no such process, "
+         "a value no database stores (NUL)",
     429: "Rate limit reached; ``Retry-After`` says when to retry",
     503: "Overloaded, analysis behind, or the database unavailable; ``Retry-After`` says when to retry",
 }
