@@ -2,7 +2,7 @@
 ``cockpit serve`` in its own process, reported next to the runbook's section 7 table.
 
     python bench/load.py [--rate 1450] [--duration 300] [--database-url URL]
-                         [--nats-url URL] [--kafka-url URL] [--json OUT.json]
+                         [--nats-url URL] [--kafka-url URL] [--operators N] [--json OUT.json]
     python bench/load.py --url http://host:8000 --key KEY   # an already running Cockpit
 
 Agents post telemetry (benign, suspicious, malicious) with their own tokens; operators
@@ -11,7 +11,9 @@ agents, and issue MUTE commands. Requests are *scheduled* at ``--rate`` (evenly 
 and each latency is measured from its scheduled time, so a slow server cannot hide
 its stalls by slowing the client down (no coordinated omission). The per-operator
 MUTE limit (10/minute) is raised for the run with ``COCKPIT_C2L__RATE_LIMITS``;
-with ``--url`` set the same on the server or expect 429s on MUTE.
+with ``--url`` set the same on the server or expect 429s on MUTE. ``--operators N``
+spreads the MUTEs over N operators' keys: one operator's commands are serialised by
+its rate limit, different operators' are not.
 """
 
 from __future__ import annotations
@@ -77,8 +79,11 @@ class Stats:
 class Traffic:
     """Builds each request of the mix against a populated Cockpit."""
 
-    def __init__(self, key: str, agents: dict[str, str], rnd: random.Random) -> None:
+    def __init__(self, key: str, agents: dict[str, str], rnd: random.Random,
+                 commanders: list[str] | None = None) -> None:
         self.key, self.agents, self.rnd = key, agents, rnd
+        #: the operators' keys MUTEs are sent with, in turn at random
+        self.commanders = commanders or [key]
         self.names = list(agents)
         self.verdict_ids: list[str] = []
 
@@ -109,7 +114,8 @@ class Traffic:
             return "GET", "/audits?limit=50", op, None
         if endpoint == "GET /agents/{id}":
             return "GET", f"/agents/{agent}", op, None
-        return "POST", "/commands", op, {"command_type": "MUTE", "target_agents": [agent],
+        commander = {"X-API-Key": self.rnd.choice(self.commanders)}
+        return "POST", "/commands", commander, {"command_type": "MUTE", "target_agents": [agent],
                                          "parameters": {"duration_seconds": 5}, "reason": "load test"}
 
 
@@ -126,12 +132,12 @@ async def populate(session: aiohttp.ClientSession, base: str, key: str, n_agents
 
 
 async def run(base: str, key: str, rate: float, duration: float, warmup: float, n_agents: int,
-              connections: int, seed: int) -> tuple[Stats, float, int]:
+              connections: int, seed: int, commanders: list[str]) -> tuple[Stats, float, int]:
     rnd = random.Random(seed)
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        traffic = Traffic(key, await populate(session, base, key, n_agents), rnd)
+        traffic = Traffic(key, await populate(session, base, key, n_agents), rnd, commanders)
         endpoints, weights = [e for e in MIX if MIX[e] > 0], [w for w in MIX.values() if w > 0]
         stats = Stats()
         tasks: set[asyncio.Task[None]] = set()
@@ -243,6 +249,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--mute-share", type=float, default=MIX["POST /commands MUTE"],
                         help="share of MUTE commands in the mix (0 to leave commands out)")
+    parser.add_argument("--operators", type=int, default=1,
+                        help="operators sending the MUTEs, each with its own key and rate limit (default 1)")
     parser.add_argument("--url", help="an already running Cockpit (needs --key)")
     parser.add_argument("--key", help="an operator key (SOVEREIGN_OPERATOR or CHIEF_ARCHITECT)")
     parser.add_argument("--database-url", default=os.environ.get("COCKPIT_BENCH_DATABASE_URL"))
@@ -261,7 +269,10 @@ def main() -> None:
     if args.url:
         if not args.key:
             parser.error("--url needs --key")
+        if args.operators != 1:
+            parser.error("--operators needs a Cockpit the benchmark starts (it creates their keys)")
         base, key = args.url.rstrip("/"), args.key
+        commanders = [key]
     else:
         env = {"COCKPIT_C2L__RATE_LIMITS": RAISED_LIMITS}
         for flag, var in ((args.database_url, "COCKPIT_DATABASE_URL"), (args.nats_url, "COCKPIT_NATS_URL"),
@@ -270,10 +281,12 @@ def main() -> None:
                 env[var] = flag
         server = start_server(env)
         base, key = server.base_url, server.key
-        print(f"cockpit serve at {base} (data {server.data_dir}); MUTE limit raised: {RAISED_LIMITS}")
+        commanders = [key] + [server.create_key("SOVEREIGN_OPERATOR", f"operator-{n}") for n in range(1, args.operators)]
+        print(f"cockpit serve at {base} (data {server.data_dir}); MUTE limit raised: {RAISED_LIMITS}; "
+              f"{len(commanders)} operator(s) send MUTEs")
     try:
         stats, elapsed, scheduled = asyncio.run(run(base, key, args.rate, args.duration, args.warmup,
-                                                    args.agents, args.connections, args.seed))
+                                                    args.agents, args.connections, args.seed, commanders))
     finally:
         if server is not None:
             server.stop()

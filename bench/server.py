@@ -24,12 +24,24 @@ class Server:
     data_dir: Path
     env: dict[str, str]
 
+    def create_key(self, role: str, name: str) -> str:
+        """Another API key, made with ``cockpit apikey create`` on the same database."""
+        return _create_key(self.env, role, name)
+
     def stop(self) -> None:
         self.process.terminate()
         try:
             self.process.wait(20)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+def _create_key(env: dict[str, str], role: str, name: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "cockpit", "apikey", "create", "--role", role, "--name", name],
+        env=env, check=True, capture_output=True, text=True,
+    ).stdout
+    return next(line.split()[1] for line in out.splitlines() if line.startswith("key:"))
 
 
 def _free_port() -> int:
@@ -45,11 +57,7 @@ def start_server(extra_env: dict[str, str] | None = None, role: str = "CHIEF_ARC
     env = {**os.environ, "COCKPIT_DATA_DIR": str(data_dir), "COCKPIT_LOG_LEVEL": "WARNING",
            "COCKPIT_AUTO_MIGRATE": "true", **(extra_env or {})}
     subprocess.run([sys.executable, "-m", "cockpit", "migrate"], env=env, check=True, capture_output=True)
-    out = subprocess.run(
-        [sys.executable, "-m", "cockpit", "apikey", "create", "--role", role, "--name", "bench"],
-        env=env, check=True, capture_output=True, text=True,
-    ).stdout
-    key = next(line.split()[1] for line in out.splitlines() if line.startswith("key:"))
+    key = _create_key(env, role, "bench")
     log = open(data_dir / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(
         [sys.executable, "-m", "cockpit", "serve", "--port", str(port)],
