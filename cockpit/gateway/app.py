@@ -15,7 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from cockpit import __version__
 from cockpit.bootstrap import Cockpit
 from cockpit.gateway.admission import LoadShedder
-from cockpit.gateway.openapi import publish_request_schemas
+from cockpit.gateway.openapi import complete_schema
 from cockpit.gateway.routes import health, session, telemetry, verdicts
 from cockpit.gateway.ws import stream_socket
 
@@ -113,8 +113,8 @@ def create_app(cockpit: Cockpit, *, manage_lifecycle: bool = True) -> Litestar:
             version=__version__,
             description="Command-and-control plane for fleets of autonomous AI agents.",
             path="/schema",
-            # Which operations need the key is said per operation (``security=API_KEY``):
-            # health and metrics are open.
+            # Which operations need the key is said per operation, from their guards
+            # (openapi.complete_schema): health and metrics are open.
             components=Components(
                 security_schemes={"ApiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header")}
             ),
@@ -122,5 +122,5 @@ def create_app(cockpit: Cockpit, *, manage_lifecycle: bool = True) -> Litestar:
         debug=False,
     )
     app.state.cockpit = cockpit
-    publish_request_schemas(app)
+    complete_schema(app)
     return app

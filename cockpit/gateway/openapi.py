@@ -18,10 +18,10 @@ from pydantic import BaseModel
 from cockpit.events import Category, CommandStatus, CommandType, Severity, Telemetry, TelemetryKind
 from cockpit.platform.auth import Role
 
-__all__ = ["API_KEY", "GUARDED", "errors", "publish_request_schemas"]
+__all__ = ["GUARDED", "complete_schema", "errors"]
 
 #: the security requirement of every operation that needs a key
-API_KEY: list[dict[str, list[str]]] = [{"ApiKey": []}]
+_API_KEY: list[dict[str, list[str]]] = [{"ApiKey": []}]
 
 
 class ErrorBody(TypedDict, total=False):
@@ -309,19 +309,28 @@ def _publish(schemas: dict[str, Any], model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
-def publish_request_schemas(app: Litestar) -> None:
-    """Make the published request bodies say what is validated.
+def complete_schema(app: Litestar) -> None:
+    """Say in the published schema what Litestar cannot derive itself.
 
-    Bodies declared as pydantic models are described by pydantic's own JSON schema:
-    Litestar's conversion drops the constraints of nested fields (a ``list`` of
-    bounded strings loses the bounds) and cannot say which fields each variant of a
-    union requires. The bodies of ``POST /telemetry`` and ``POST /v1/traces`` are
+    Which operations need the key: those with a guard (the guards authenticate), so
+    the requirement is read off the handlers, never written beside each guard.
+
+    Request bodies, as they are validated. Bodies declared as pydantic models are
+    described by pydantic's own JSON schema: Litestar's conversion drops the
+    constraints of nested fields (a ``list`` of bounded strings loses the bounds) and
+    cannot say which fields each variant of a union requires. The bodies of ``POST /telemetry`` and ``POST /v1/traces`` are
     read raw by their handlers (one parse, errors that name the field), so Litestar
     has nothing to describe; they are documented here."""
     openapi = app.openapi_schema
     schemas: dict[str, Any] = openapi.components.schemas  # type: ignore[assignment,union-attr]
     for route in app.routes:
+        path_item = openapi.paths.get(route.path_format) if openapi.paths else None  # type: ignore[union-attr]
         for handler in getattr(route, "route_handlers", ()):
+            if handler.guards and path_item is not None:
+                for method in handler.http_methods:
+                    operation = getattr(path_item, method.lower(), None)
+                    if operation is not None:
+                        operation.security = _API_KEY
             data = handler.parsed_fn_signature.parameters.get("data")
             if data is not None and isinstance(data.annotation, type) and issubclass(data.annotation, BaseModel):
                 _publish(schemas, data.annotation)

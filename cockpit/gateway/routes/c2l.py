@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cockpit import c2l as c2l_context
 from cockpit.gateway.openapi import (
-    API_KEY,
     GUARDED,
     AgentCreated,
     AgentPage,
@@ -137,7 +136,7 @@ def _step_up(request: Request[Any, Any, Any]) -> tuple[bool, bool]:
     return True, verify_totp(secret, request.headers.get("x-cockpit-otp"))
 
 
-@post("/agents", guards=[requires(OPERATORS)], security=API_KEY, responses=errors(*GUARDED, 409, 422),
+@post("/agents", guards=[requires(OPERATORS)], responses=errors(*GUARDED, 409, 422),
       status_code=201, summary="Register an agent (the answer holds its token, shown once)", tags=["agents"])
 async def create_agent(request: Request[Any, Any, Any], data: JSONBody[AgentCreate]) -> AgentCreated:
     try:
@@ -146,7 +145,7 @@ async def create_agent(request: Request[Any, Any, Any], data: JSONBody[AgentCrea
         raise _error(exc) from None
 
 
-@get("/agents", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED, 422), summary="List agents",
+@get("/agents", guards=[requires(READERS)], responses=errors(*GUARDED, 422), summary="List agents",
      tags=["agents"])
 async def list_agents(
     request: Request[Any, Any, Any],
@@ -161,7 +160,7 @@ async def list_agents(
     return {"items": items, "total": total}
 
 
-@get("/agents/{agent_id:str}", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED, 404, 422),
+@get("/agents/{agent_id:str}", guards=[requires(READERS)], responses=errors(*GUARDED, 404, 422),
      summary="One agent", tags=["agents"])
 async def get_agent(request: Request[Any, Any, Any], agent_id: FromPath[str]) -> AgentWire:
     try:
@@ -173,7 +172,6 @@ async def get_agent(request: Request[Any, Any, Any], agent_id: FromPath[str]) ->
 @get(
     "/agents/{agent_id:str}/tree",
     guards=[requires(READERS)],
-    security=API_KEY,
     responses=errors(*GUARDED, 404, 422),
     summary="The agent and its descendants (a cascade's blast radius)",
     tags=["agents"],
@@ -209,7 +207,6 @@ async def _directive_reader(connection: Any, _: Any) -> None:
 @get(
     "/agents/{agent_id:str}/directives",
     guards=[_directive_reader],
-    security=API_KEY,
     responses=errors(*GUARDED, 404, 422),
     summary="Directives for a cooperative agent, after a sequence number",
     tags=["agents"],
@@ -227,7 +224,6 @@ async def agent_directives(
 @post(
     "/commands",
     guards=[requires(OPERATORS)],
-    security=API_KEY,
     responses={
         200: ResponseSpec(CommandReceipt, description="A command with this command_id was accepted before: its receipt",
                           generate_examples=False),
@@ -252,7 +248,6 @@ async def create_command(request: Request[Any, Any, Any], data: JSONBody[Command
 @post(
     "/commands/{command_id:str}/approve",
     guards=[requires(OPERATORS)],
-    security=API_KEY,
     responses=errors(*GUARDED, 404, 409, 422),
     status_code=200,
     summary="Approve a command waiting for a second operator",
@@ -269,7 +264,7 @@ async def approve_command(request: Request[Any, Any, Any], command_id: FromPath[
         raise _error(exc) from None
 
 
-@get("/commands/{command_id:str}", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED, 404, 422),
+@get("/commands/{command_id:str}", guards=[requires(READERS)], responses=errors(*GUARDED, 404, 422),
      summary="One command", tags=["commands"])
 async def get_command(request: Request[Any, Any, Any], command_id: FromPath[str]) -> CommandWire:
     try:
@@ -278,7 +273,7 @@ async def get_command(request: Request[Any, Any, Any], command_id: FromPath[str]
         raise _error(exc) from None
 
 
-@get("/commands", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED, 422), summary="List commands",
+@get("/commands", guards=[requires(READERS)], responses=errors(*GUARDED, 422), summary="List commands",
      tags=["commands"])
 async def list_commands(
     request: Request[Any, Any, Any],
@@ -295,7 +290,7 @@ async def list_commands(
     return {"items": items, "total": total}
 
 
-@get("/audits", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED, 422),
+@get("/audits", guards=[requires(READERS)], responses=errors(*GUARDED, 422),
      summary="Audit trail (hash-chained)", tags=["commands"])
 async def list_audits(
     request: Request[Any, Any, Any],
@@ -311,7 +306,7 @@ async def list_audits(
     return {"items": items, "total": total}
 
 
-@get("/audits/verify", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED),
+@get("/audits/verify", guards=[requires(READERS)], responses=errors(*GUARDED),
      summary="Verify the audit hash chain", tags=["commands"])
 async def verify_audits(request: Request[Any, Any, Any]) -> AuditVerification:
     return await request.app.state.cockpit.c2l.verify_audit()  # type: ignore[no-any-return]

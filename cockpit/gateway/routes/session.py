@@ -6,13 +6,13 @@ from typing import Any
 
 from litestar import Request, get
 
-from cockpit.gateway.openapi import API_KEY, GUARDED, Identity, errors
+from cockpit.gateway.openapi import GUARDED, Identity, errors
 from cockpit.gateway.security import AGENT_OR_OPERATOR, READERS, principal_of, requires
 
 __all__ = ["me"]
 
 
-@get("/me", guards=[requires(READERS | AGENT_OR_OPERATOR)], security=API_KEY, responses=errors(*GUARDED),
+@get("/me", guards=[requires(READERS | AGENT_OR_OPERATOR)], responses=errors(*GUARDED),
      summary="The caller's identity and role", tags=["operations"])
 async def me(request: Request[Any, Any, Any]) -> Identity:
     principal = principal_of(request)

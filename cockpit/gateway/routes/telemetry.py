@@ -16,7 +16,7 @@ from litestar.exceptions import (
 from pydantic import TypeAdapter, ValidationError
 
 from cockpit.events import Telemetry
-from cockpit.gateway.openapi import API_KEY, GUARDED, TelemetryAccepted, TraceExport, errors
+from cockpit.gateway.openapi import GUARDED, TelemetryAccepted, TraceExport, errors
 from cockpit.gateway.otlp import map_traces
 from cockpit.gateway.security import AGENT_OR_OPERATOR, principal_of, requires
 from cockpit.platform.auth import Role
@@ -178,7 +178,6 @@ async def _ingest(request: Request[Any, Any, Any], messages: list[Telemetry]) ->
 @post(
     "/telemetry",
     guards=[requires(AGENT_OR_OPERATOR)],
-    security=API_KEY,
     responses=errors(400, *GUARDED, 413, 422),
     status_code=202,
     summary="Ingest one telemetry message or a batch {\"messages\": [...]}",
@@ -195,7 +194,6 @@ async def post_telemetry(request: Request[Any, Any, Any]) -> Response[TelemetryA
 @post(
     "/v1/traces",
     guards=[requires(AGENT_OR_OPERATOR)],
-    security=API_KEY,
     responses=errors(400, *GUARDED, 413, 422),
     status_code=200,
     summary="Ingest OpenTelemetry GenAI spans (OTLP/HTTP JSON)",

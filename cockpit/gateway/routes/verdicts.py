@@ -12,7 +12,6 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
 
 from cockpit.gateway.openapi import (
-    API_KEY,
     GUARDED,
     AllianceGraph,
     Evidence,
@@ -61,7 +60,7 @@ def _aware(request: Request[Any, Any, Any], value: datetime | None) -> datetime 
     return value
 
 
-@get("/verdicts", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED, 422),
+@get("/verdicts", guards=[requires(READERS)], responses=errors(*GUARDED, 422),
      summary="List verdicts, newest first", tags=["verdicts"])
 async def list_verdicts(
     request: Request[Any, Any, Any],
@@ -79,13 +78,13 @@ async def list_verdicts(
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
-@get("/verdicts/stats", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED),
+@get("/verdicts/stats", guards=[requires(READERS)], responses=errors(*GUARDED),
      summary="Verdict counts", tags=["verdicts"])
 async def verdict_stats(request: Request[Any, Any, Any]) -> VerdictStats:
     return await request.app.state.cockpit.verdicts.stats()  # type: ignore[no-any-return]
 
 
-@get("/verdicts/{verdict_id:str}", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED, 404, 422),
+@get("/verdicts/{verdict_id:str}", guards=[requires(READERS)], responses=errors(*GUARDED, 404, 422),
      summary="One verdict", tags=["verdicts"])
 async def get_verdict(request: Request[Any, Any, Any], verdict_id: FromPath[str]) -> VerdictWire:
     try:
@@ -97,7 +96,6 @@ async def get_verdict(request: Request[Any, Any, Any], verdict_id: FromPath[str]
 @get(
     "/verdicts/{verdict_id:str}/evidence",
     guards=[requires(READERS)],
-    security=API_KEY,
     responses=errors(*GUARDED, 404, 422),
     summary="The messages a verdict rests on, in time order",
     tags=["verdicts"],
@@ -115,7 +113,6 @@ async def verdict_evidence(request: Request[Any, Any, Any], verdict_id: FromPath
 @patch(
     "/verdicts/{verdict_id:str}",
     guards=[requires(OPERATORS)],
-    security=API_KEY,
     responses=errors(*GUARDED, 404, 409, 422),
     summary="Mark a verdict MITIGATED (with its command) or DISMISSED",
     tags=["verdicts"],
@@ -133,7 +130,7 @@ async def patch_verdict(request: Request[Any, Any, Any], verdict_id: FromPath[st
         raise HTTPException(status_code=409, detail=str(exc)) from None
 
 
-@get("/alliances/graph", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED),
+@get("/alliances/graph", guards=[requires(READERS)], responses=errors(*GUARDED),
      summary="Alliance graph", tags=["verdicts"])
 async def alliance_graph(
     request: Request[Any, Any, Any], fleet_id: Annotated[str | None, QueryParameter(max_length=200)] = None
@@ -141,7 +138,7 @@ async def alliance_graph(
     return request.app.state.cockpit.filter.alliance_graph(fleet_id)  # type: ignore[no-any-return]
 
 
-@get("/stats", guards=[requires(READERS)], security=API_KEY, responses=errors(*GUARDED),
+@get("/stats", guards=[requires(READERS)], responses=errors(*GUARDED),
      summary="One document for dashboards", tags=["operations"])
 async def stats(request: Request[Any, Any, Any]) -> Stats:
     cockpit = request.app.state.cockpit
