@@ -195,11 +195,12 @@ class CommandService:
         """Accept a command; ``(receipt, created)``. Raises InvalidCommand,
         CommandConflict, UnknownAgents, StepUpRequired, RateLimited."""
         body = _validate(request)
-        command_id = request.get("command_id") or uuid.uuid4().hex
+        chosen_id = request.get("command_id")
+        command_id = chosen_id or uuid.uuid4().hex
         body_hash = hashlib.sha256(canonical_json(body).encode()).hexdigest()
         ctype = CommandType(body["command_type"])
         # Only a client-chosen id can have been submitted before.
-        existing = await self._existing(command_id, body_hash, operator, body) if request.get("command_id") else None
+        existing = await self._existing(command_id, body_hash, operator, body) if chosen_id else None
         if existing is not None:
             return existing, False
         unknown = await self._registry.unknown(body["target_agents"])
