@@ -79,11 +79,10 @@ class Stats:
 class Traffic:
     """Builds each request of the mix against a populated Cockpit."""
 
-    def __init__(self, key: str, agents: dict[str, str], rnd: random.Random,
-                 commanders: list[str] | None = None) -> None:
+    def __init__(self, key: str, agents: dict[str, str], rnd: random.Random, commanders: list[str]) -> None:
         self.key, self.agents, self.rnd = key, agents, rnd
         #: the operators' keys MUTEs are sent with, in turn at random
-        self.commanders = commanders or [key]
+        self.commanders = commanders
         self.names = list(agents)
         self.verdict_ids: list[str] = []
 
