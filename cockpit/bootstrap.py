@@ -121,6 +121,7 @@ def bootstrap(settings: Settings | None = None, *, runtimes: Any = None) -> Cock
     bus = build_bus(
         settings.nats_url, settings.kafka_url,
         instance_id=instance_id, connect_timeout=settings.broker_connect_timeout,
+        nats_partitions=settings.nats_partitions, nats_lease_seconds=settings.nats_lease_seconds,
     )
     metrics = Metrics()
     narrative = build_filter(db, bus, metrics, settings.filter)

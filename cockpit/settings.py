@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     db_echo: bool = False
     auto_migrate: bool | None = None
     broker_connect_timeout: float = 5.0
+    #: NATS only: telemetry is split into this many partitions by fleet, each analysed
+    #: by the one replica holding its lease (the same number on every replica)
+    nats_partitions: int = Field(default=16, ge=1, le=1024)
+    #: NATS only: seconds after its last renewal that a replica's partition lease
+    #: lapses (how long a dead replica's fleets wait for another)
+    nats_lease_seconds: float = Field(default=6.0, ge=1.0, le=300.0)
     #: seconds a replica trusts its cached lookup of an API key (revocations made by
     #: this process apply at once; by another process within this bound)
     auth_cache_seconds: float = 1.0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from cockpit.filter.patterns import PatternStore
 from cockpit.filter.semantic import SemanticAnalyzer
 from cockpit.filter.strategic import StrategicConfig, StrategicLayer
 from cockpit.filter.synthesis import SynthesisConfig, Synthesizer
-from cockpit.platform.bus import Channel, EventBus
+from cockpit.platform.bus import Assignment, Channel, EventBus
 from cockpit.platform.db import utcnow
 from cockpit.platform.metrics import Metrics
 
@@ -62,11 +63,24 @@ class NarrativeFilter:
         self.max_backlog = max_backlog
         self._backlog = 0
         self._tasks: list[asyncio.Task[None]] = []
+        #: the fleet partitions this replica analyses (``None``: every fleet it receives)
+        self._assignment: Assignment | None = None
         metrics.filter_backlog.set_function(lambda: self._backlog)
 
     def register(self) -> None:
         """Consume telemetry; shared, so replicas split the fleets between them."""
-        self._bus.subscribe(Channel.TELEMETRY, TelemetryReceived, self.on_telemetry, shared=True)
+        self._bus.subscribe(Channel.TELEMETRY, TelemetryReceived, self.on_telemetry, shared=True,
+                            on_assign=self.reassign)
+
+    async def reassign(self, assignment: Assignment) -> None:
+        """The bus moved fleet partitions: forget the fleets now analysed elsewhere and
+        rebuild those just taken over (before their first message is delivered)."""
+        self._assignment = assignment
+        for fleet_id in self.strategic.fleets():
+            if not assignment.owns(fleet_id):
+                self.strategic.release(fleet_id)
+        if assignment.gained:
+            await self._adopt(assignment.gained_key)
 
     def analyse_messages(self, messages: Sequence[Telemetry]) -> list[MessageAnalysis | None]:
         """Layer 1 over a batch (vectorised); ``None`` for actions."""
@@ -267,16 +281,26 @@ class NarrativeFilter:
         self._metrics.filter_duration.labels(layer="total").observe(time.perf_counter() - started)
 
     async def rebuild(self) -> int:
-        """Rebuild strategic state from recent stored telemetry (at start, or when this
-        replica takes fleets over), without emitting drafts for the past."""
+        """Rebuild strategic state from recent stored telemetry at start, without
+        emitting drafts for the past. Where the bus assigns fleet partitions, the ones
+        this replica took have been rebuilt already when it took them."""
+        if self._assignment is not None:
+            return 0
+        return await self._adopt(lambda _fleet: True)
+
+    async def _adopt(self, wanted: Callable[[str], bool]) -> int:
+        """Replace the state of the ``wanted`` fleets with one replayed from their
+        recent analysed telemetry."""
         rows = await self.store.recent(utcnow() - self._rebuild_window, self._rebuild_limit)
-        count = 0
+        history: dict[str, list[tuple[Telemetry, SemanticResult | None]]] = defaultdict(list)
         for row in rows:
-            if row.analysed_at is None:
+            if row.analysed_at is None or not wanted(row.fleet_id):
                 continue  # still on the bus: analysed when it arrives
-            self.strategic.observe(telemetry_from_row(row), _result(_stored_analysis(row)))
-            count += 1
-        logger.info("strategic_state_rebuilt", messages=count, fleets=len(self.strategic.fleets()))
+            history[row.fleet_id].append((telemetry_from_row(row), _result(_stored_analysis(row))))
+        for fleet_id, items in history.items():
+            self.strategic.adopt(fleet_id, items)
+        count = sum(len(items) for items in history.values())
+        logger.info("strategic_state_rebuilt", messages=count, fleets=len(history))
         return count
 
     def alliance_graph(self, fleet_id: str | None = None) -> dict[str, Any]:

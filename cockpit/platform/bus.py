@@ -13,23 +13,34 @@ Each logical :class:`Channel` is bound to a transport from settings:
 
 ``shared=True`` subscribers split the work between replicas (durable consumer /
 consumer group); ``shared=False`` subscribers each see every event (fan-out).
+
+Telemetry is analysed with per-fleet state, so each fleet must stay on one replica.
+Kafka does that with its consumer group (partitioned by key). On NATS the telemetry
+stream files each fleet's subject under a partition of the fleet
+(``cockpit.telemetry.<partition>.<fleet>``, a subject transform: publishers are
+unchanged) and each partition is consumed by the replica holding its lease
+(:class:`PartitionLeases`); a subscriber given ``on_assign`` hears which partitions
+it owns before their messages reach it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
 from loguru import logger
 from pydantic import BaseModel
 
-__all__ = ["Channel", "EventBus", "Handler", "MemoryTransport", "build_bus"]
+__all__ = ["Assignment", "Channel", "EventBus", "Handler", "MemoryTransport", "build_bus", "partition_of"]
 
 E = TypeVar("E", bound=BaseModel)
 Handler = Callable[[Any], Awaitable[None]]
@@ -72,12 +83,26 @@ JS_STREAM_OF = {
     Channel.ANALYSIS: "cockpit-analysis",
 }
 
+#: channels whose events must be handled in publication order (per-fleet analysis)
+ORDERED = frozenset({Channel.TELEMETRY, Channel.ANALYSIS})
+#: channels whose shared consumers keep each key (fleet) on one replica
+PARTITIONED = frozenset({Channel.TELEMETRY})
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 
 
 def subject_token(value: str) -> str:
     """A key made safe as one NATS subject token."""
     return _UNSAFE.sub("_", value) or "_"
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition of ``key`` (a fleet id), as JetStream assigns it to the key's
+    subject token (``{{partition(n,1)}}``: FNV-1a, 32 bits, modulo ``partitions``)."""
+    h = 0x811C9DC5
+    for byte in subject_token(key).encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h % partitions
 
 
 def nats_subject(channel: Channel, key: str | None) -> str:
@@ -93,6 +118,38 @@ def nats_subject(channel: Channel, key: str | None) -> str:
     }[channel]
 
 
+def partition_transform(channel: Channel, partitions: int) -> tuple[str, str]:
+    """The stream's subject transform that files ``<prefix>.<key>`` under
+    ``<prefix>.<partition>.<key>``: publishers keep the plain subject."""
+    prefix = nats_subject(channel, None).rsplit(".", 1)[0]
+    return f"{prefix}.*", f"{prefix}.{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}"
+
+
+def partition_subject(channel: Channel, partition: int) -> str:
+    """The stored subjects of one partition (after :func:`partition_transform`)."""
+    prefix = nats_subject(channel, None).rsplit(".", 1)[0]
+    return f"{prefix}.{partition}.*"
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """The partitions of a keyed channel this replica consumes, and those it has just
+    taken over (whose state it must rebuild before their messages arrive)."""
+
+    partitions: int
+    owned: frozenset[int]
+    gained: frozenset[int] = frozenset()
+
+    def owns(self, key: str) -> bool:
+        return partition_of(key, self.partitions) in self.owned
+
+    def gained_key(self, key: str) -> bool:
+        return partition_of(key, self.partitions) in self.gained
+
+
+Assigned = Callable[[Assignment], Awaitable[None]]
+
+
 @dataclass(slots=True)
 class Subscription:
     channel: Channel
@@ -100,6 +157,8 @@ class Subscription:
     handler: Handler
     shared: bool
     key: str | None = None
+    #: told which partitions this replica owns, on a transport that assigns them
+    on_assign: Assigned | None = None
 
 
 class Transport(Protocol):
@@ -180,39 +239,235 @@ class MemoryTransport:
         return True
 
 
+#: the JetStream key-value bucket holding partition leases and replica heartbeats
+LEASE_BUCKET = "cockpit-leases"
+
+
+@dataclass(slots=True)
+class _Lease:
+    revision: int
+    #: local monotonic time until which this replica may consume the partition: the
+    #: server lets the key expire a full lease after the last renewal, this a third earlier
+    valid_until: float
+    subscriber: Any = None
+
+
+@dataclass(slots=True)
+class PartitionLeases:
+    """Which replica consumes each partition of a keyed channel on NATS.
+
+    A lease is a key of the JetStream key-value bucket ``cockpit-leases``
+    (``<channel>.<partition>`` -> instance id), created only if absent and renewed
+    with a compare-and-set on its revision every third of ``ttl``; the bucket lets
+    a key expire ``ttl`` after its last write, so a dead replica's partitions free
+    themselves. Each replica also keeps a ``replica.<instance>`` heartbeat there and
+    holds at most its fair share, ``ceil(partitions / live replicas)``: it gives up
+    its highest partitions when a replica joins, and takes free ones when one leaves.
+
+    A lease that cannot be renewed (the key expired during an outage, another
+    replica took it) stops its consumer at once, and a message of a partition whose
+    lease is past ``valid_until`` is handed back to JetStream (nak) for the owner.
+    """
+
+    transport: NatsTransport
+    sub: Subscription
+    partitions: int
+    ttl: float
+    instance: str
+    owned: dict[int, _Lease] = field(default_factory=dict)
+    _unadopted: set[int] = field(default_factory=set)
+    _kv: Any = None
+    _task: asyncio.Task[None] | None = None
+
+    def _key(self, partition: int) -> str:
+        return f"{self.sub.channel.value}.{partition}"
+
+    def valid(self, partition: int) -> bool:
+        lease = self.owned.get(partition)
+        return lease is not None and time.monotonic() < lease.valid_until
+
+    async def start(self) -> None:
+        from nats.js.errors import BadRequestError
+
+        js = self.transport.broker.connection.jetstream()
+        try:
+            self._kv = await js.create_key_value(bucket=LEASE_BUCKET, ttl=self.ttl, history=1)
+        except BadRequestError:  # the bucket exists with another lease length: this one's
+            config = (await js.stream_info(f"KV_{LEASE_BUCKET}")).config
+            config.max_age = config.duplicate_window = self.ttl
+            await js.update_stream(config)
+            self._kv = await js.key_value(LEASE_BUCKET)
+        await self.tick()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop consuming and free the leases at once (no waiting for them to expire)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for partition in sorted(self.owned):
+            await self._release(partition, delete=True)
+        with contextlib.suppress(Exception):
+            await self._kv.delete(f"replica.{self.instance}")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                await self.tick()
+            except Exception as exc:  # noqa: BLE001 - NATS away: leases lapse, consumers stop
+                logger.warning("partition_leases_unrenewed", error=f"{type(exc).__name__}: {exc}")
+                lapsed = [p for p in self.owned if not self.valid(p)]
+                for partition in lapsed:
+                    await self._release(partition, delete=False)
+                if lapsed:
+                    await self._assigned(frozenset())
+
+    async def tick(self) -> None:
+        """Renew, give up or take leases so this replica holds its fair share."""
+        from nats.js.errors import KeyWrongLastSequenceError, NoKeysError
+
+        kv = self._kv
+        await kv.put(f"replica.{self.instance}", b"")
+        try:
+            live = sum(1 for k in await kv.keys() if k.startswith("replica."))
+        except NoKeysError:
+            live = 1
+        fair = math.ceil(self.partitions / max(live, 1))
+        changed = False
+        for partition, lease in sorted(self.owned.items()):
+            try:
+                lease.revision = await kv.update(self._key(partition), self.instance.encode(), last=lease.revision)
+                lease.valid_until = time.monotonic() + self.ttl * 2 / 3
+            except KeyWrongLastSequenceError:
+                await self._release(partition, delete=False)  # expired, and maybe taken
+                changed = True
+        for partition in sorted(self.owned)[fair:]:
+            await self._release(partition, delete=True)  # another replica joined
+            changed = True
+        gained: set[int] = set()
+        # Start from an instance-specific partition so joining replicas ask for different ones.
+        first = partition_of(self.instance, self.partitions)
+        for step in range(self.partitions):
+            if len(self.owned) >= fair:
+                break
+            partition = (first + step) % self.partitions
+            if partition in self.owned:
+                continue
+            revision = await self._take(partition)
+            if revision is None:
+                continue  # another replica's
+            self.owned[partition] = _Lease(revision, time.monotonic() + self.ttl * 2 / 3)
+            gained.add(partition)
+        # Partitions taken but not yet handed over (the rebuild failed: the database
+        # was away) are handed over again, and consumed only once that succeeds.
+        self._unadopted = {p for p in self._unadopted | gained if p in self.owned}
+        if changed or self._unadopted:
+            await self._assigned(frozenset(self._unadopted))
+            self._unadopted = set()
+        for partition, lease in sorted(self.owned.items()):
+            if lease.subscriber is None:
+                lease.subscriber = await self.transport.consume_partition(self, partition)
+        if changed or gained:
+            logger.info("partitions_assigned", channel=self.sub.channel.value, owned=sorted(self.owned),
+                        gained=sorted(gained), replicas=live)
+
+    async def _take(self, partition: int) -> int | None:
+        """Create the partition's lease; or take back one still under this instance's
+        name (a restart, an outage shorter than the lease). ``None``: another's."""
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+        me = self.instance.encode()
+        try:
+            return int(await self._kv.create(self._key(partition), me))
+        except KeyWrongLastSequenceError:
+            pass
+        try:
+            entry = await self._kv.get(self._key(partition))
+            if entry.value != me:
+                return None
+            return int(await self._kv.update(self._key(partition), me, last=entry.revision))
+        except (KeyNotFoundError, KeyWrongLastSequenceError):
+            return None  # expired or taken in between: the next round tries again
+
+    async def _assigned(self, gained: frozenset[int]) -> None:
+        if self.sub.on_assign is not None:
+            await self.sub.on_assign(Assignment(self.partitions, frozenset(self.owned), gained))
+
+    async def _release(self, partition: int, *, delete: bool) -> None:
+        lease = self.owned.pop(partition)
+        if lease.subscriber is not None:
+            with contextlib.suppress(Exception):
+                await lease.subscriber.stop()
+        if delete:
+            with contextlib.suppress(Exception):
+                await self._kv.delete(self._key(partition), last=lease.revision)
+
+
 class NatsTransport:
     """NATS (JetStream for durable channels) through FastStream's ``NatsBroker``."""
 
     name = "nats"
 
-    def __init__(self, url: str, instance_id: str, connect_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, instance_id: str, connect_timeout: float = 5.0, *,
+                 partitions: int = 16, lease_seconds: float = 6.0) -> None:
         from faststream.nats import NatsBroker
 
         self.url = url
         self._instance = instance_id
+        self.partitions = partitions
+        self._lease_seconds = lease_seconds
         self.broker = NatsBroker(
             url, connect_timeout=connect_timeout, max_reconnect_attempts=-1,
             reconnect_time_wait=0.5, log_level=logging.DEBUG,
         )
         self._connected = False
+        self.leases: list[PartitionLeases] = []
 
-    def add(self, sub: Subscription) -> None:
+    def _durable(self, subject: str, durable: str, stream_name: str, *, persistent: bool = True) -> Any:
         from faststream.nats import JStream, PullSub
 
-        subject = nats_subject(sub.channel, sub.key)
+        return self.broker.subscriber(
+            subject,
+            # Declared in start() (with the partition transform), never by FastStream.
+            stream=JStream(stream_name, declare=False),
+            durable=durable,
+            pull_sub=PullSub(batch_size=64, timeout=1.0),
+            persistent=persistent,
+        )
+
+    def add(self, sub: Subscription) -> None:
         stream_name = JS_STREAM_OF.get(sub.channel)
-        if sub.shared and stream_name:
-            durable = GROUPS[sub.channel]
-            decorator = self.broker.subscriber(
-                subject,
-                stream=JStream(stream_name, subjects=JS_STREAMS[stream_name], duplicate_window=120),
-                durable=durable,
-                pull_sub=PullSub(batch_size=64, timeout=1.0),
-            )
+        if sub.shared and sub.channel in PARTITIONED:
+            # One durable consumer per partition, started while this replica holds its lease.
+            self.leases.append(PartitionLeases(self, sub, self.partitions, self._lease_seconds, self._instance))
+        elif sub.shared and stream_name:
+            self._durable(nats_subject(sub.channel, sub.key), GROUPS[sub.channel], stream_name)(_decoded(sub))
         else:
             # Fan-out: a plain subscription; JetStream publishes reach it too.
-            decorator = self.broker.subscriber(subject)
-        decorator(_decoded(sub))
+            self.broker.subscriber(nats_subject(sub.channel, sub.key))(_decoded(sub))
+
+    async def consume_partition(self, leases: PartitionLeases, partition: int) -> Any:
+        """Start the durable consumer of one partition (its lease just taken)."""
+        from faststream.exceptions import NackMessage
+
+        sub = leases.sub
+        subscriber = self._durable(partition_subject(sub.channel, partition),
+                                   f"{GROUPS[sub.channel]}-{partition}", JS_STREAM_OF[sub.channel], persistent=False)
+        decoded = _decoded(sub)
+
+        async def handler(body: Any) -> None:
+            if not leases.valid(partition):
+                # The lease lapsed: JetStream redelivers it, to the owner once there is one.
+                raise NackMessage(delay=leases.ttl / 3)
+            await decoded(body)
+
+        handler.__annotations__ = decoded.__annotations__
+        handler.__name__ = decoded.__name__
+        subscriber(handler)
+        await subscriber.start()
+        return subscriber
 
     async def publish(self, channel: Channel, event: BaseModel, key: str, message_id: str | None) -> None:
         subject = nats_subject(channel, key)
@@ -224,17 +479,28 @@ class NatsTransport:
     async def start(self) -> None:
         await self.broker.connect()
         js = self.broker.connection.jetstream()
+        from nats.js.api import StreamConfig, SubjectTransform
         from nats.js.errors import BadRequestError
 
         for name, subjects in JS_STREAMS.items():
+            config = StreamConfig(name=name, subjects=subjects, duplicate_window=120)
+            channel = next((c for c in PARTITIONED if JS_STREAM_OF[c] == name), None)
+            if channel is not None:
+                src, dest = partition_transform(channel, self.partitions)
+                config.subject_transform = SubjectTransform(src=src, dest=dest)
             try:
-                await js.add_stream(name=name, subjects=subjects, duplicate_window=120)
+                await js.add_stream(config)
             except BadRequestError:
-                await js.update_stream(name=name, subjects=subjects, duplicate_window=120)
+                await js.update_stream(config)
         await self.broker.start()
+        for leases in self.leases:
+            await leases.start()
         self._connected = True
 
     async def stop(self) -> None:
+        for leases in self.leases:
+            with contextlib.suppress(Exception):
+                await leases.stop()
         await self.broker.stop()
 
     async def ping(self) -> bool:
@@ -278,9 +544,6 @@ class KafkaTransport:
         except Exception:  # noqa: BLE001
             return False
 
-
-#: channels whose events must be handled in publication order (per-fleet analysis)
-ORDERED = frozenset({Channel.TELEMETRY, Channel.ANALYSIS})
 
 
 def _decoded(sub: Subscription) -> Callable[..., Awaitable[None]]:
@@ -326,9 +589,12 @@ class EventBus:
         *,
         shared: bool,
         key: str | None = None,
+        on_assign: Assigned | None = None,
     ) -> None:
-        """Register ``handler`` for ``channel`` (before :meth:`start`)."""
-        self.routes[channel].add(Subscription(channel, event_type, handler, shared, key))
+        """Register ``handler`` for ``channel`` (before :meth:`start`). ``on_assign``
+        hears which key partitions this replica owns, where the transport assigns
+        them (NATS); elsewhere every key reaching this replica is its own."""
+        self.routes[channel].add(Subscription(channel, event_type, handler, shared, key, on_assign))
 
     async def publish(
         self, channel: Channel, event: BaseModel, *, key: str, message_id: str | None = None
@@ -381,13 +647,16 @@ def build_bus(
     *,
     instance_id: str | None = None,
     connect_timeout: float = 5.0,
+    nats_partitions: int = 16,
+    nats_lease_seconds: float = 6.0,
 ) -> EventBus:
     """Bind channels to transports: Kafka for telemetry/analysis when configured, NATS
     for commands/confirmations/directives (and telemetry when there is no Kafka),
     in-process for everything else."""
     instance = instance_id or uuid.uuid4().hex[:12]
     memory = MemoryTransport()
-    nats = NatsTransport(nats_url, instance, connect_timeout) if nats_url else None
+    nats = NatsTransport(nats_url, instance, connect_timeout, partitions=nats_partitions,
+                         lease_seconds=nats_lease_seconds) if nats_url else None
     kafka = KafkaTransport(kafka_url, instance) if kafka_url else None
     routes: dict[Channel, Transport] = {c: memory for c in Channel}
     if nats:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cockpit.platform.bus import partition_of
 from tests.integration.gateway.conftest import Harness, make_harness, settings_for
 from tests.integration.gateway.test_scenario import scenario as base_scenario
 
@@ -83,3 +84,12 @@ async def test_raw_telemetry_on_nats_reaches_verdicts(
         assert {"COLLUSION", "INCONSISTENCY", "DECEPTION"} <= seen
         assert await h.cockpit.filter.store.count() == len(items)
         assert (await h.client.get("/health")).json()["checks"]["nats_connected"] is True
+        # The stream filed the plain subject under the fleet's partition, the one the
+        # replicas' leases are computed with.
+        client = await nats.connect(nats_url)
+        try:
+            partition = partition_of("scenario", settings.nats_partitions)
+            stored = await client.jetstream().get_last_msg("cockpit-telemetry", f"cockpit.telemetry.{partition}.scenario")
+            assert json.loads(stored.data) == items[:10]
+        finally:
+            await client.drain()
