@@ -15,7 +15,8 @@ Each logical :class:`Channel` is bound to a transport from settings:
 consumer group); ``shared=False`` subscribers each see every event (fan-out).
 
 Telemetry is analysed with per-fleet state, so each fleet must stay on one replica.
-Kafka does that with its consumer group (partitioned by key). On NATS the telemetry
+Kafka does that with its consumer group (partitioned by key; a rebalance listener
+reports the partitions). On NATS the telemetry
 stream files each fleet's subject under a partition of the fleet
 (``cockpit.telemetry.<partition>.<fleet>``, a subject transform: publishers are
 unchanged) and each partition is consumed by the replica holding its lease
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import re
@@ -131,20 +133,29 @@ def partition_subject(channel: Channel, partition: int) -> str:
     return f"{prefix}.{partition}.*"
 
 
+def kafka_partition_of(key: str, partitions: int) -> int:
+    """The partition of ``key`` as Kafka producers place it (the Java client's and
+    aiokafka's default partitioner: murmur2 of the key's bytes)."""
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
 @dataclass(frozen=True, slots=True)
 class Assignment:
     """The partitions of a keyed channel this replica consumes, and those it has just
     taken over (whose state it must rebuild before their messages arrive)."""
 
-    partitions: int
     owned: frozenset[int]
-    gained: frozenset[int] = frozenset()
+    gained: frozenset[int]
+    #: the partition of a key (a fleet id)
+    partition: Callable[[str], int]
 
     def owns(self, key: str) -> bool:
-        return partition_of(key, self.partitions) in self.owned
+        return self.partition(key) in self.owned
 
     def gained_key(self, key: str) -> bool:
-        return partition_of(key, self.partitions) in self.gained
+        return self.partition(key) in self.gained
 
 
 Assigned = Callable[[Assignment], Awaitable[None]]
@@ -237,6 +248,42 @@ class MemoryTransport:
 
     async def ping(self) -> bool:
         return True
+
+
+@functools.cache
+def _kafka_assignments() -> type:
+    """The rebalance listener class (aiokafka is imported only with Kafka in use)."""
+    from aiokafka.abc import ConsumerRebalanceListener
+
+    class KafkaAssignments(ConsumerRebalanceListener):  # type: ignore[misc]
+        """Tells a subscriber which partitions of its topic the consumer group gave
+        this replica, before their messages are fetched (aiokafka calls it within
+        the rebalance)."""
+
+        def __init__(self, sub: Subscription, topic: str) -> None:
+            self.sub = sub
+            self.topic = topic
+            self.owned: frozenset[int] = frozenset()
+            self.subscriber: Any = None
+
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            """Nothing to do: the assignment that follows says what stays here."""
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
+            owned = frozenset(tp.partition for tp in assigned if tp.topic == self.topic)
+            known = self.subscriber.consumer.partitions_for_topic(self.topic) or owned
+            gained, self.owned = owned - self.owned, owned
+            assert self.sub.on_assign is not None
+            try:
+                await self.sub.on_assign(Assignment(owned, gained, functools.partial(
+                    kafka_partition_of, partitions=max(known, default=0) + 1)))
+            except Exception:  # noqa: BLE001 - the database is away: rebuilt at the next rebalance
+                logger.opt(exception=True).warning("partitions_assignment_failed", topic=self.topic)
+                self.owned = owned - gained
+            logger.info("partitions_assigned", channel=self.sub.channel.value, owned=sorted(owned),
+                        gained=sorted(gained))
+
+    return KafkaAssignments
 
 
 #: the JetStream key-value bucket holding partition leases and replica heartbeats
@@ -393,7 +440,8 @@ class PartitionLeases:
 
     async def _assigned(self, gained: frozenset[int]) -> None:
         if self.sub.on_assign is not None:
-            await self.sub.on_assign(Assignment(self.partitions, frozenset(self.owned), gained))
+            await self.sub.on_assign(Assignment(frozenset(self.owned), gained,
+                                                functools.partial(partition_of, partitions=self.partitions)))
 
     async def _release(self, partition: int, *, delete: bool) -> None:
         lease = self.owned.pop(partition)
@@ -525,7 +573,11 @@ class KafkaTransport:
     def add(self, sub: Subscription) -> None:
         topic = KAFKA_TOPICS[sub.channel]
         group = GROUPS[sub.channel] if sub.shared else f"{GROUPS[sub.channel]}-{self._instance}"
-        self.broker.subscriber(topic, group_id=group, auto_offset_reset="earliest")(_decoded(sub))
+        listener = _kafka_assignments()(sub, topic) if sub.shared and sub.on_assign is not None else None
+        subscriber = self.broker.subscriber(topic, group_id=group, auto_offset_reset="earliest", listener=listener)
+        subscriber(_decoded(sub))
+        if listener is not None:
+            listener.subscriber = subscriber
 
     async def publish(self, channel: Channel, event: BaseModel, key: str, message_id: str | None) -> None:
         await self.broker.publish(
@@ -592,8 +644,8 @@ class EventBus:
         on_assign: Assigned | None = None,
     ) -> None:
         """Register ``handler`` for ``channel`` (before :meth:`start`). ``on_assign``
-        hears which key partitions this replica owns, where the transport assigns
-        them (NATS); elsewhere every key reaching this replica is its own."""
+        hears which key partitions a shared subscriber owns whenever they change
+        (Kafka's rebalances, NATS's leases); in-process, every key is its own."""
         self.routes[channel].add(Subscription(channel, event_type, handler, shared, key, on_assign))
 
     async def publish(

@@ -138,15 +138,22 @@ async def test_two_replicas_share_commands_and_telemetry_exactly_once(
             await c.aclose()
 
 
+@pytest.mark.parametrize("broker", ["nats", pytest.param("kafka", marks=pytest.mark.kafka)])
 async def test_a_dead_replicas_fleets_move_to_the_survivor_with_their_state(
-    cockpit_process: Callable[..., CockpitProcess], postgres_url: str, nats_url: str,
+    cockpit_process: Callable[..., CockpitProcess], postgres_url: str, broker: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     """A promise analysed by the replica that owns the fleet; that replica SIGKILLed;
     the attack posted to the survivor. The INCONSISTENCY needs both: the survivor took
-    the fleet's partition when the dead lease lapsed and replayed the promise from the
-    database before consuming the attack."""
-    common = {"database_url": postgres_url, "nats_url": nats_url, "COCKPIT_NATS_LEASE_SECONDS": "2"}
-    replicas = [cockpit_process("failover-a", **common), cockpit_process("failover-b", **common)]
+    the fleet's partition (NATS: when the dead lease lapsed; Kafka: when the consumer
+    group dropped the dead member) and replayed the promise from the database before
+    consuming the attack."""
+    if broker == "nats":
+        common = {"nats_url": request.getfixturevalue("nats_url"), "COCKPIT_NATS_LEASE_SECONDS": "2"}
+    else:
+        common = {"kafka_url": request.getfixturevalue("kafka_url")}
+    common["database_url"] = postgres_url
+    replicas = [cockpit_process(f"failover-{broker}-a", **common), cockpit_process(f"failover-{broker}-b", **common)]
     key = replicas[0].key
     run = uuid.uuid4().hex[:8]
     fleet, agent, ally = f"failover-{run}", f"fo-a-{run}", f"fo-b-{run}"
@@ -180,7 +187,9 @@ async def test_a_dead_replicas_fleets_move_to_the_survivor_with_their_state(
             listed = (await survivor.get("/verdicts", params={"category": "INCONSISTENCY", "agent_id": agent},
                                          headers=headers(key))).json()["items"]
             return listed
-        verdicts = await eventually(inconsistency, 30, "the INCONSISTENCY verdict on the survivor")
+        # Kafka notices the dead member after its session timeout (10 s), then rebalances.
+        verdicts = await eventually(inconsistency, 30 if broker == "nats" else 60,
+                                    "the INCONSISTENCY verdict on the survivor")
         assert [v["target"] for v in verdicts] == [ally]
         evidence = (await survivor.get(f"/verdicts/{verdicts[0]['id']}/evidence", headers=headers(key))).json()
         assert {m["message_id"] for m in evidence["items"]} == {promise["message_id"], attack["message_id"]}

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from cockpit.events import ExecuteCommand, Telemetry, TelemetryReceived, VerdictIssued
-from cockpit.platform.bus import Channel, EventBus, build_bus
+from cockpit.platform.bus import Channel, EventBus, build_bus, kafka_partition_of
 
 
 async def _wait_for(predicate: Callable[[], bool], timeout: float) -> None:
@@ -114,3 +114,41 @@ async def test_jetstream_deduplicates_commands_by_id(nats_url: str) -> None:
         assert {"sovereign-commands", "sovereign-confirmations"} <= names
     finally:
         await bus.stop()
+
+
+@pytest.mark.kafka
+async def test_kafka_partition_of_matches_where_the_producer_puts_a_fleet(kafka_url: str) -> None:
+    """The filter decides which fleets it owns after a rebalance with
+    ``kafka_partition_of``: it must agree with the partition the producer chose."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    topic = f"partition-check-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_url)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
+    finally:
+        await admin.close()
+    bus = build_bus(None, kafka_url)
+    transport = bus.routes[Channel.TELEMETRY]
+    await bus.start()
+    fleets = [f"fleet-{i}" for i in range(24)]
+    try:
+        for fleet in fleets:
+            await transport.broker.publish(b"{}", topic, key=fleet.encode())  # as KafkaTransport.publish
+    finally:
+        await bus.stop()
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_url, auto_offset_reset="earliest",
+                                group_id=f"check-{topic}")
+    await consumer.start()
+    try:
+        placed: dict[str, int] = {}
+        deadline = asyncio.get_running_loop().time() + 60
+        while len(placed) < len(fleets) and asyncio.get_running_loop().time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                placed.update({r.key.decode(): r.partition for r in records})
+    finally:
+        await consumer.stop()
+    assert placed == {fleet: kafka_partition_of(fleet, 4) for fleet in fleets}
+    assert len(set(placed.values())) > 1  # the keys really were spread
