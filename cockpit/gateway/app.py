@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
-from litestar import Litestar, MediaType, Request, Response
+from litestar import HttpMethod, Litestar, MediaType, Request, Response, route
 from litestar.exceptions import HTTPException
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from loguru import logger
@@ -65,6 +67,30 @@ def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[
     return Response({"status_code": 500, "detail": "internal server error"}, status_code=500)
 
 
+def _options_handlers(handlers: list[Any]) -> list[HTTPRouteHandler]:
+    """An OPTIONS handler for each path served by several handlers, listing all their
+    methods in ``Allow``. Litestar 2 makes one for the first handler registered on a
+    path and keeps it when the others join, so it lists that handler's methods only
+    (litestar-org/litestar#4169, fixed in Litestar 3). Registered first, these stop
+    Litestar from making its own."""
+    methods: dict[str, set[str]] = defaultdict(set)
+    served: dict[str, int] = defaultdict(int)
+    for handler in handlers:
+        if isinstance(handler, HTTPRouteHandler):
+            for path in handler.paths:
+                methods[path].update(handler.http_methods)
+                served[path] += 1
+    return [_options(path, ", ".join(sorted(methods[path] | {"OPTIONS"})))
+            for path in sorted(p for p, n in served.items() if n > 1)]
+
+
+def _options(path: str, allow: str) -> HTTPRouteHandler:
+    async def options() -> Response[None]:
+        return Response(None, status_code=204, headers={"Allow": allow})
+
+    return route(path, http_method=HttpMethod.OPTIONS, include_in_schema=False, name=f"options {path}")(options)
+
+
 def create_app(cockpit: Cockpit, *, manage_lifecycle: bool = True) -> Litestar:
     """The HTTP/WebSocket edge over a bootstrapped :class:`Cockpit`."""
     from cockpit.gateway.routes import c2l as c2l_routes
@@ -80,6 +106,7 @@ def create_app(cockpit: Cockpit, *, manage_lifecycle: bool = True) -> Litestar:
         *dashboard.HANDLERS,
     ]
 
+    handlers = [*_options_handlers(handlers), *handlers]
     shedder = LoadShedder(cockpit.metrics, cockpit.settings.gateway.max_inflight)
 
     async def on_startup(app: Litestar) -> None:

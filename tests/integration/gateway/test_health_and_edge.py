@@ -61,6 +61,17 @@ async def test_openapi_schema_is_served(embedded: Harness) -> None:
     assert telemetry["properties"]["timestamp"]["format"] == "date-time"
 
 
+async def test_options_lists_every_method_of_a_path(embedded: Harness) -> None:
+    # Paths served by two handlers list both (Litestar 2 alone lists the first one's).
+    expected = {"/agents": "GET, OPTIONS, POST", "/commands": "GET, OPTIONS, POST",
+                "/verdicts/some-id": "GET, OPTIONS, PATCH", "/telemetry": "OPTIONS, POST"}
+    for path, allow in expected.items():
+        r = await embedded.client.options(path)
+        assert (r.status_code, r.headers.get("allow")) == (204, allow), path
+    r = await embedded.client.options("/commands", params={"allow": "DELETE"})
+    assert r.headers.get("allow") == "GET, OPTIONS, POST"
+
+
 async def test_no_key_is_401_and_wrong_role_is_403(embedded: Harness) -> None:
     r = await embedded.client.get("/verdicts")
     assert r.status_code == 401

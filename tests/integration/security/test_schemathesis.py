@@ -85,9 +85,6 @@ def api_schema(live_cockpit: Any) -> Any:
     # target agents do not exist, no process has that pid, a NUL cannot be stored).
     # Schema violations are 400, which schema-valid input must never get.
     checks.positive_data_acceptance.expected_statuses = [*checks.positive_data_acceptance.expected_statuses, "422"]
-    # Litestar 2 answers OPTIONS on a path served by two handlers with the first
-    # handler's methods only (litestar-org/litestar#4169, fixed in Litestar 3).
-    checks.allow_header_conformance.enabled = False
     return schema
 
 
