@@ -297,6 +297,7 @@ class _Lease:
     #: server lets the key expire a full lease after the last renewal, this a third earlier
     valid_until: float
     subscriber: Any = None
+    renewing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass(slots=True)
@@ -373,21 +374,15 @@ class PartitionLeases:
 
     async def tick(self) -> None:
         """Renew, give up or take leases so this replica holds its fair share."""
-        from nats.js.errors import KeyWrongLastSequenceError, NoKeysError
-
-        kv = self._kv
-        await kv.put(f"replica.{self.instance}", b"")
-        try:
-            live = sum(1 for k in await kv.keys() if k.startswith("replica."))
-        except NoKeysError:
-            live = 1
+        await self._kv.put(f"replica.{self.instance}", b"")
+        # Renewals side by side, whatever the number of partitions: under a saturated
+        # loop, one after the other they could outlast the lease.
+        owned = sorted(self.owned)
+        live, *renewed = await asyncio.gather(self._live_replicas(), *(self.renew(p) for p in owned))
         fair = math.ceil(self.partitions / max(live, 1))
         changed = False
-        for partition, lease in sorted(self.owned.items()):
-            try:
-                lease.revision = await kv.update(self._key(partition), self.instance.encode(), last=lease.revision)
-                lease.valid_until = time.monotonic() + self.ttl * 2 / 3
-            except KeyWrongLastSequenceError:
+        for partition, ok in zip(owned, renewed, strict=True):
+            if not ok and partition in self.owned:
                 await self._release(partition, delete=False)  # expired, and maybe taken
                 changed = True
         for partition in sorted(self.owned)[fair:]:
@@ -419,6 +414,36 @@ class PartitionLeases:
         if changed or gained:
             logger.info("partitions_assigned", channel=self.sub.channel.value, owned=sorted(self.owned),
                         gained=sorted(gained), replicas=live)
+
+    async def renew(self, partition: int, *, lapsed_only: bool = False) -> bool:
+        """Extend this replica's lease (``lapsed_only``: unless it is valid, which a
+        concurrent renewal may have just made it); ``False`` if it is no longer this
+        replica's."""
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        lease = self.owned.get(partition)
+        if lease is None:
+            return False
+        async with lease.renewing:  # one compare-and-set at a time (tick and handler)
+            if lapsed_only and self.valid(partition):
+                return True
+            sent = time.monotonic()
+            try:
+                lease.revision = await self._kv.update(self._key(partition), self.instance.encode(),
+                                                       last=lease.revision)
+            except KeyWrongLastSequenceError:
+                return False
+            lease.valid_until = sent + self.ttl * 2 / 3
+            return True
+
+    async def _live_replicas(self) -> int:
+        """Replicas whose heartbeat has neither expired nor been deleted."""
+        from nats.js.errors import NoKeysError
+
+        try:
+            return max(1, sum(1 for key in await self._kv.keys() if key.startswith("replica.")))
+        except NoKeysError:
+            return 1
 
     async def _take(self, partition: int) -> int | None:
         """Create the partition's lease; or take back one still under this instance's
@@ -506,8 +531,9 @@ class NatsTransport:
         decoded = _decoded(sub)
 
         async def handler(body: Any) -> None:
-            if not leases.valid(partition):
-                # The lease lapsed: JetStream redelivers it, to the owner once there is one.
+            # A renewal overdue (a busy loop) is made now; a lease lost is handed back:
+            # JetStream redelivers the message, to the owner once there is one.
+            if not leases.valid(partition) and not await leases.renew(partition, lapsed_only=True):
                 raise NackMessage(delay=leases.ttl / 3)
             await decoded(body)
 
