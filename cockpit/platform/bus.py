@@ -16,12 +16,11 @@ consumer group); ``shared=False`` subscribers each see every event (fan-out).
 
 Telemetry is analysed with per-fleet state, so each fleet must stay on one replica.
 Kafka does that with its consumer group (partitioned by key; a rebalance listener
-reports the partitions). On NATS the telemetry
-stream files each fleet's subject under a partition of the fleet
-(``cockpit.telemetry.<partition>.<fleet>``, a subject transform: publishers are
-unchanged) and each partition is consumed by the replica holding its lease
-(:class:`PartitionLeases`); a subscriber given ``on_assign`` hears which partitions
-it owns before their messages reach it.
+reports the partitions). On NATS the telemetry stream files each fleet's subject
+under a partition of the fleet (``cockpit.telemetry.<partition>.<fleet>``, a subject
+transform: publishers are unchanged) and each partition is consumed by the replica
+holding its lease (:class:`PartitionLeases`). A subscriber given ``on_assign`` hears
+which partitions it owns before their messages reach it.
 """
 
 from __future__ import annotations
