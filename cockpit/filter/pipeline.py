@@ -63,8 +63,6 @@ class NarrativeFilter:
         self.max_backlog = max_backlog
         self._backlog = 0
         self._tasks: list[asyncio.Task[None]] = []
-        #: the fleet partitions this replica analyses (``None``: every fleet it receives)
-        self._assignment: Assignment | None = None
         metrics.filter_backlog.set_function(lambda: self._backlog)
 
     def register(self) -> None:
@@ -75,7 +73,6 @@ class NarrativeFilter:
     async def reassign(self, assignment: Assignment) -> None:
         """The bus moved fleet partitions: forget the fleets now analysed elsewhere and
         rebuild those just taken over (before their first message is delivered)."""
-        self._assignment = assignment
         for fleet_id in self.strategic.fleets():
             if not assignment.owns(fleet_id):
                 self.strategic.release(fleet_id)
@@ -282,9 +279,10 @@ class NarrativeFilter:
 
     async def rebuild(self) -> int:
         """Rebuild strategic state from recent stored telemetry at start, without
-        emitting drafts for the past. Where the bus assigns fleet partitions, the ones
-        this replica took have been rebuilt already when it took them."""
-        if self._assignment is not None:
+        emitting drafts for the past. Where the bus assigns fleet partitions (NATS,
+        Kafka), each is rebuilt when this replica is given it (:meth:`reassign`): a
+        rebuild now would be replaced then."""
+        if self._bus.assigns_partitions(Channel.TELEMETRY):
             return 0
         return await self._adopt(lambda _fleet: True)
 

@@ -173,6 +173,8 @@ class Subscription:
 
 class Transport(Protocol):
     name: str
+    #: shared subscribers given ``on_assign`` are told their partitions (and wait for them)
+    assigns_partitions: bool
 
     def add(self, sub: Subscription) -> None: ...
     async def publish(self, channel: Channel, event: BaseModel, key: str, message_id: str | None) -> None: ...
@@ -202,6 +204,7 @@ class MemoryTransport:
     its own channel, so a full queue cannot block its own consumer."""
 
     name = "memory"
+    assigns_partitions = False
 
     def __init__(self, queue_size: int = 16) -> None:
         self._subs: list[tuple[Subscription, asyncio.Queue[BaseModel | None]]] = []
@@ -481,6 +484,7 @@ class NatsTransport:
     """NATS (JetStream for durable channels) through FastStream's ``NatsBroker``."""
 
     name = "nats"
+    assigns_partitions = True
 
     def __init__(self, url: str, instance_id: str, connect_timeout: float = 5.0, *,
                  partitions: int = 16, lease_seconds: float = 6.0) -> None:
@@ -587,6 +591,7 @@ class KafkaTransport:
     """Kafka (or a Kafka-protocol broker) through FastStream's ``KafkaBroker``."""
 
     name = "kafka"
+    assigns_partitions = True
 
     def __init__(self, url: str, instance_id: str) -> None:
         from faststream.kafka import KafkaBroker
@@ -672,6 +677,11 @@ class EventBus:
         hears which key partitions a shared subscriber owns whenever they change
         (Kafka's rebalances, NATS's leases); in-process, every key is its own."""
         self.routes[channel].add(Subscription(channel, event_type, handler, shared, key, on_assign))
+
+    def assigns_partitions(self, channel: Channel) -> bool:
+        """True if ``channel``'s transport tells shared subscribers which partitions
+        they own (``on_assign``) before delivering their events."""
+        return self.routes[channel].assigns_partitions
 
     async def publish(
         self, channel: Channel, event: BaseModel, *, key: str, message_id: str | None = None
