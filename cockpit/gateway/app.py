@@ -73,15 +73,13 @@ def _options_handlers(handlers: list[Any]) -> list[HTTPRouteHandler]:
     path and keeps it when the others join, so it lists that handler's methods only
     (litestar-org/litestar#4169, fixed in Litestar 3). Registered first, these stop
     Litestar from making its own."""
-    methods: dict[str, set[str]] = defaultdict(set)
-    served: dict[str, int] = defaultdict(int)
+    by_path: dict[str, list[HTTPRouteHandler]] = defaultdict(list)
     for handler in handlers:
         if isinstance(handler, HTTPRouteHandler):
             for path in handler.paths:
-                methods[path].update(handler.http_methods)
-                served[path] += 1
-    return [_options(path, ", ".join(sorted(methods[path] | {"OPTIONS"})))
-            for path in sorted(p for p, n in served.items() if n > 1)]
+                by_path[path].append(handler)
+    return [_options(path, ", ".join(sorted({m for h in served for m in h.http_methods} | {"OPTIONS"})))
+            for path, served in sorted(by_path.items()) if len(served) > 1]
 
 
 def _options(path: str, allow: str) -> HTTPRouteHandler:

@@ -119,17 +119,21 @@ def nats_subject(channel: Channel, key: str | None) -> str:
     }[channel]
 
 
+def _subject_prefix(channel: Channel) -> str:
+    """The subject of a keyed channel without its key token."""
+    return nats_subject(channel, None).rsplit(".", 1)[0]
+
+
 def partition_transform(channel: Channel, partitions: int) -> tuple[str, str]:
     """The stream's subject transform that files ``<prefix>.<key>`` under
     ``<prefix>.<partition>.<key>``: publishers keep the plain subject."""
-    prefix = nats_subject(channel, None).rsplit(".", 1)[0]
+    prefix = _subject_prefix(channel)
     return f"{prefix}.*", f"{prefix}.{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}"
 
 
 def partition_subject(channel: Channel, partition: int) -> str:
     """The stored subjects of one partition (after :func:`partition_transform`)."""
-    prefix = nats_subject(channel, None).rsplit(".", 1)[0]
-    return f"{prefix}.{partition}.*"
+    return f"{_subject_prefix(channel)}.{partition}.*"
 
 
 def kafka_partition_of(key: str, partitions: int) -> int:
@@ -332,6 +336,11 @@ class PartitionLeases:
     def _key(self, partition: int) -> str:
         return f"{self.sub.channel.value}.{partition}"
 
+    def _valid_until(self, written: float) -> float:
+        """Until when a lease written at ``written`` (before the request went out) may
+        be used: a third of the lease before the server lets it expire."""
+        return written + self.ttl * 2 / 3
+
     def valid(self, partition: int) -> bool:
         lease = self.owned.get(partition)
         return lease is not None and time.monotonic() < lease.valid_until
@@ -399,10 +408,11 @@ class PartitionLeases:
             partition = (first + step) % self.partitions
             if partition in self.owned:
                 continue
+            sent = time.monotonic()
             revision = await self._take(partition)
             if revision is None:
                 continue  # another replica's
-            self.owned[partition] = _Lease(revision, time.monotonic() + self.ttl * 2 / 3)
+            self.owned[partition] = _Lease(revision, self._valid_until(sent))
             gained.add(partition)
         # Partitions taken but not yet handed over (the rebuild failed: the database
         # was away) are handed over again, and consumed only once that succeeds.
@@ -435,7 +445,7 @@ class PartitionLeases:
                                                        last=lease.revision)
             except KeyWrongLastSequenceError:
                 return False
-            lease.valid_until = sent + self.ttl * 2 / 3
+            lease.valid_until = self._valid_until(sent)
             return True
 
     async def _live_replicas(self) -> int:
