@@ -39,6 +39,11 @@ RATE_LIMITS = json.dumps({"MUTE": "1000/minute"})
 PLANTED = {"ALLIANCE", "COLLUSION", "INCONSISTENCY", "DECEPTION"}
 
 
+async def analysed_per_replica(clients: list[httpx.AsyncClient]) -> list[float]:
+    """Messages each replica's filter ran through Layers 2-3 (from its /metrics)."""
+    return [metric_sum((await c.get("/metrics")).text, "narrative_filter_requests_total") for c in clients]
+
+
 async def test_two_replicas_share_commands_and_telemetry_exactly_once(
     cockpit_process: Callable[..., CockpitProcess], postgres_url: str, nats_url: str,
     record_property: Callable[[str, object], None],
@@ -96,13 +101,11 @@ async def test_two_replicas_share_commands_and_telemetry_exactly_once(
         await eventually(all_analysed, 20, "every message analysed")
         # Analysed once: the filter's counter, summed over both replicas, is the count.
         async def counted() -> list[float]:
-            texts = [(await c.get("/metrics")).text for c in clients]
-            per = [metric_sum(t, "narrative_filter_requests_total") for t in texts]
+            per = await analysed_per_replica(clients)
             return per if sum(per) >= len(items) else []
         per_replica = await eventually(counted, 10, "the filter counters")
         await asyncio.sleep(1.0)  # a double analysis would show up right behind
-        per_replica = [metric_sum((await c.get("/metrics")).text, "narrative_filter_requests_total")
-                       for c in clients]
+        per_replica = await analysed_per_replica(clients)
         assert sum(per_replica) == len(items), per_replica
 
         # ---- verdicts: one ACTIVE verdict per situation, created once
@@ -159,18 +162,14 @@ async def test_a_dead_replicas_fleets_move_to_the_survivor_with_their_state(
     fleet, agent, ally = f"failover-{run}", f"fo-a-{run}", f"fo-b-{run}"
     clients = [httpx.AsyncClient(base_url=r.base_url, timeout=30) for r in replicas]
     try:
-        async def analysed() -> list[float]:
-            return [metric_sum((await c.get("/metrics")).text, "narrative_filter_requests_total")
-                    for c in clients]
-
-        before = await analysed()
+        before = await analysed_per_replica(clients)
         promise = {"message_id": f"fo-promise-{run}", "fleet_id": fleet, "source_agent_id": agent,
                    "target_agent_ids": [ally], "content": f"I will support you {ally}, count on me"}
         r = await clients[0].post("/telemetry", headers=headers(key), json=promise)
         assert r.status_code == 202, r.text
 
         async def owner() -> int | None:
-            now = await analysed()
+            now = await analysed_per_replica(clients)
             moved = [i for i in range(2) if now[i] > before[i]]
             return moved[0] + 1 if moved else None
         owner_index = await eventually(owner, 20, "the promise analysed") - 1
