@@ -13,6 +13,8 @@ Each logical :class:`Channel` is bound to a transport from settings:
 
 ``shared=True`` subscribers split the work between replicas (durable consumer /
 consumer group); ``shared=False`` subscribers each see every event (fan-out).
+``batch=True`` subscribers take a list of the events waiting (at most
+:data:`MAX_BATCH`): one call, one transaction, for what arrived while the last call ran.
 
 Telemetry is analysed with per-fleet state, so each fleet must stay on one replica.
 Kafka does that with its consumer group (partitioned by key; a rebalance listener
@@ -88,6 +90,9 @@ JS_STREAM_OF = {
 ORDERED = frozenset({Channel.TELEMETRY, Channel.ANALYSIS})
 #: channels whose shared consumers keep each key (fleet) on one replica
 PARTITIONED = frozenset({Channel.TELEMETRY})
+
+#: the most events one call of a ``batch=True`` handler receives
+MAX_BATCH = 256
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 
@@ -173,6 +178,8 @@ class Subscription:
     key: str | None = None
     #: told which partitions this replica owns, on a transport that assigns them
     on_assign: Assigned | None = None
+    #: the handler takes a list of events (those waiting, in order)
+    batch: bool = False
 
 
 class Transport(Protocol):
@@ -187,7 +194,7 @@ class Transport(Protocol):
     async def ping(self) -> bool: ...
 
 
-async def _dispatch(sub: Subscription, event: BaseModel) -> None:
+async def _dispatch(sub: Subscription, event: BaseModel | list[BaseModel]) -> None:
     # An event handler's error is logged and isolated; it never stops the consumer.
     try:
         await sub.handler(event)
@@ -228,9 +235,22 @@ class MemoryTransport:
                 await queue.put(event)
 
     async def _work(self, sub: Subscription, queue: asyncio.Queue[BaseModel | None]) -> None:
-        while (event := await queue.get()) is not None:
-            await _dispatch(sub, event)
-            queue.task_done()
+        stopping = False
+        while not stopping and (event := await queue.get()) is not None:
+            if not sub.batch:
+                await _dispatch(sub, event)
+                queue.task_done()
+                continue
+            batch = [event]
+            while len(batch) < MAX_BATCH and not queue.empty():
+                more = queue.get_nowait()
+                if more is None:  # stop once this batch is handled
+                    stopping = True
+                    break
+                batch.append(more)
+            await _dispatch(sub, batch)
+            for _ in batch:
+                queue.task_done()
         queue.task_done()
 
     async def start(self) -> None:
@@ -614,8 +634,13 @@ class KafkaTransport:
         topic = KAFKA_TOPICS[sub.channel]
         group = GROUPS[sub.channel] if sub.shared else f"{GROUPS[sub.channel]}-{self._instance}"
         listener = _kafka_assignments()(sub, topic) if sub.shared and sub.on_assign is not None else None
-        subscriber = self.broker.subscriber(topic, group_id=group, auto_offset_reset="earliest", listener=listener)
-        subscriber(_decoded(sub))
+        # A Kafka consumer hands messages over one at a time: a batch subscriber takes
+        # what has been fetched at once instead (getmany returns as soon as any is
+        # there; an idle poll ends after ``batch_timeout_ms``).
+        batch = {"batch": True, "max_records": MAX_BATCH, "batch_timeout_ms": 20} if sub.batch else {}
+        subscriber = self.broker.subscriber(topic, group_id=group, auto_offset_reset="earliest", listener=listener,
+                                            **batch)
+        subscriber(_decoded_batch(sub) if sub.batch else _decoded(sub))
         if listener is not None:
             listener.subscriber = subscriber
 
@@ -638,31 +663,84 @@ class KafkaTransport:
 
 
 
+def _event(event_type: type[BaseModel], body: Any) -> BaseModel:
+    if isinstance(body, bytes | str):
+        return event_type.model_validate_json(body)
+    return event_type.model_validate(body)
+
+
+class _GroupCommit:
+    """Feeds a ``batch=True`` handler from per-message deliveries: each message joins
+    the list the next call takes, and is acknowledged (its delivery returns) once that
+    call is over. One call runs at a time; what arrives meanwhile makes up the next,
+    so the batches grow with the load and an idle message waits for nothing."""
+
+    def __init__(self, sub: Subscription) -> None:
+        self._sub = sub
+        self._pending: list[tuple[BaseModel, asyncio.Future[None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def add(self, event: BaseModel) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append((event, done))
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                await asyncio.sleep(0)  # the rest of a fetched batch joins first
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                try:
+                    await _dispatch(self._sub, [event for event, _ in batch])
+                finally:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_result(None)
+        finally:
+            self._flushing = None
+
+
 def _decoded(sub: Subscription) -> Callable[..., Awaitable[None]]:
     """A FastStream handler that validates the decoded JSON body into ``sub``'s event.
 
     FastStream handles the messages of one JetStream pull batch concurrently; for
     ordered channels a FIFO lock serialises them in the order they were fetched
     (tasks start in order and ``asyncio.Lock`` wakes waiters first-in, first-out).
-    The annotation is a real object (not a string) because FastStream inspects the
-    handler's signature when it is registered.
+    A ``batch=True`` subscriber's messages join a :class:`_GroupCommit` in that same
+    order instead. The annotation is a real object (not a string) because FastStream
+    inspects the handler's signature when it is registered.
     """
     event_type = sub.event_type
-    lock = asyncio.Lock() if sub.channel in ORDERED else None
+    lock = asyncio.Lock() if sub.channel in ORDERED and not sub.batch else None
+    group = _GroupCommit(sub) if sub.batch else None
 
     async def handler(body: Any) -> None:
-        if isinstance(body, bytes | str):
-            event = event_type.model_validate_json(body)
+        event = _event(event_type, body)
+        if group is not None:
+            await group.add(event)
+        elif lock is None:
+            await _dispatch(sub, event)
         else:
-            event = event_type.model_validate(body)
-        if lock is None:
-            await _dispatch(sub, event)
-            return
-        async with lock:
-            await _dispatch(sub, event)
+            async with lock:
+                await _dispatch(sub, event)
 
     handler.__annotations__ = {"body": Any, "return": None}
     handler.__name__ = f"on_{sub.channel.value}"
+    return handler
+
+
+def _decoded_batch(sub: Subscription) -> Callable[..., Awaitable[None]]:
+    """A FastStream batch handler (a list of decoded bodies) for a ``batch=True``
+    subscriber."""
+    event_type = sub.event_type
+
+    async def handler(bodies: list[Any]) -> None:
+        await _dispatch(sub, [_event(event_type, body) for body in bodies])
+
+    handler.__annotations__ = {"bodies": list[Any], "return": None}
+    handler.__name__ = f"on_{sub.channel.value}_batch"
     return handler
 
 
@@ -682,11 +760,13 @@ class EventBus:
         shared: bool,
         key: str | None = None,
         on_assign: Assigned | None = None,
+        batch: bool = False,
     ) -> None:
         """Register ``handler`` for ``channel`` (before :meth:`start`). ``on_assign``
         hears which key partitions a shared subscriber owns whenever they change
-        (Kafka's rebalances, NATS's leases); in-process, every key is its own."""
-        self.routes[channel].add(Subscription(channel, event_type, handler, shared, key, on_assign))
+        (Kafka's rebalances, NATS's leases); in-process, every key is its own. A
+        ``batch`` handler takes a list of events, in order (see the module's text)."""
+        self.routes[channel].add(Subscription(channel, event_type, handler, shared, key, on_assign, batch))
 
     def assigns_partitions(self, channel: Channel) -> bool:
         """True if ``channel``'s transport tells shared subscribers which partitions

@@ -8,7 +8,15 @@ from collections.abc import Callable
 
 import pytest
 
-from cockpit.events import ExecuteCommand, Telemetry, TelemetryReceived, VerdictIssued
+from cockpit.events import (
+    Category,
+    ExecuteCommand,
+    Severity,
+    Telemetry,
+    TelemetryReceived,
+    VerdictDrafted,
+    VerdictIssued,
+)
 from cockpit.platform.bus import Channel, EventBus, build_bus, kafka_partition_of
 
 
@@ -152,3 +160,42 @@ async def test_kafka_partition_of_matches_where_the_producer_puts_a_fleet(kafka_
         await consumer.stop()
     assert placed == {fleet: kafka_partition_of(fleet, 4) for fleet in fleets}
     assert len(set(placed.values())) > 1  # the keys really were spread
+
+
+async def test_a_batch_subscriber_takes_what_waits_in_order_and_once(bus_factory) -> None:
+    """The verdict engine's subscription: events that queued up while it was busy (or
+    before it started) arrive together, in publication order, each once."""
+    kind, factory = bus_factory
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+    drafts = [
+        VerdictDrafted(fingerprint=f"{fleet}-{i}", fleet_id=fleet, category=Category.DECEPTION,
+                       severity=Severity.LOW, title=f"draft {i}", agents_involved=["a"], confidence=0.5)
+        for i in range(120)
+    ]
+    batches: list[list[str]] = []
+
+    async def on_drafts(events: list[VerdictDrafted]) -> None:
+        ours = [e.fingerprint for e in events if e.fleet_id == fleet]
+        if ours:
+            batches.append(ours)
+        await asyncio.sleep(0.01)  # a transaction's worth of work
+
+    bus = factory()
+    bus.subscribe(Channel.ANALYSIS, VerdictDrafted, on_drafts, shared=True, batch=True)
+    publisher = bus if kind == "memory" else factory()
+    await publisher.start()
+    try:
+        if publisher is not bus:  # brokers keep them until the subscriber comes
+            for d in drafts:
+                await publisher.publish(Channel.ANALYSIS, d, key=fleet)
+        await bus.start()
+        if publisher is bus:
+            for d in drafts:
+                await bus.publish(Channel.ANALYSIS, d, key=fleet)
+        await _wait_for(lambda: sum(map(len, batches)) >= len(drafts), timeout=60 if kind == "kafka" else 10)
+        assert [f for batch in batches for f in batch] == [d.fingerprint for d in drafts]
+        assert max(map(len, batches)) > 1, batches
+    finally:
+        await bus.stop()
+        if publisher is not bus:
+            await publisher.stop()
