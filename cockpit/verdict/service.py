@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
@@ -58,11 +58,14 @@ _VERDICT_AGENTS = VerdictAgentRow.__table__
 _COLORS = {severity.value: color for severity, color in SEVERITY_COLORS.items()}
 # Built once: building a statement and its cache key costs ~70-100 us, more than
 # SQLite takes to run it, and every draft runs these.
-_ACTIVE = select(_VERDICTS).where(_VERDICTS.c.fingerprint == bindparam("fingerprint"), _VERDICTS.c.status == "ACTIVE")
+_ACTIVE = select(_VERDICTS).where(
+    _VERDICTS.c.fingerprint.in_(bindparam("fingerprints", expanding=True)), _VERDICTS.c.status == "ACTIVE")
 _INSERT = insert(_VERDICTS)
 _INSERT_AGENTS = insert(_VERDICT_AGENTS)
 #: SET takes the columns the parameters name
 _UPDATE = update(_VERDICTS).where(_VERDICTS.c.id == bindparam("verdict_id"))
+#: the columns a draft can change on an existing verdict
+_UPDATED = ("evidence_chain", "title", "confidence", "severity", "recommended_action", "observed_at", "updated_at")
 #: the columns ``to_dict`` reads (a page selects only these)
 _WIRE_COLUMNS = tuple(_VERDICTS.c[name] for name in (
     "id", "fleet_id", "category", "severity", "title", "agents_involved", "agent_id", "target",
@@ -96,6 +99,59 @@ def to_dict(row: Any) -> dict[str, Any]:
     }
 
 
+@dataclass(slots=True)
+class _Touched:
+    """A verdict a batch of drafts created or changed, and when the telemetry behind
+    each of those drafts was received."""
+
+    created: bool
+    row: SimpleNamespace
+    observed: list[datetime] = field(default_factory=list)
+
+
+def _new_row(draft: VerdictDrafted, now: datetime) -> SimpleNamespace:
+    return SimpleNamespace(
+        id=uuid.uuid4().hex,
+        fingerprint=draft.fingerprint,
+        fleet_id=draft.fleet_id,
+        agent_id=draft.agents_involved[0] if draft.agents_involved else "",
+        final_verdict=draft.category.value,
+        category=draft.category.value,
+        severity=draft.severity.value,
+        title=draft.title,
+        agents_involved=list(draft.agents_involved),
+        target=draft.target,
+        evidence_chain=list(draft.evidence_chain)[-MAX_EVIDENCE:],
+        confidence=draft.confidence,
+        recommended_action=draft.recommended_action,
+        status="ACTIVE",
+        mitigation_command_id=None,
+        observed_at=draft.observed_at,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _merge(row: SimpleNamespace, draft: VerdictDrafted, now: datetime) -> bool:
+    """Fold a later draft of the same situation into ``row``: new evidence appended,
+    severity only raised. False if the draft adds nothing."""
+    evidence = list(row.evidence_chain)
+    known = set(evidence)
+    added = [m for m in draft.evidence_chain if m not in known]
+    severity_up = _SEVERITY_RANK[Severity(draft.severity)] > _SEVERITY_RANK[Severity(row.severity)]
+    if not added and not severity_up and abs(draft.confidence - row.confidence) < 1e-3:
+        return False
+    row.evidence_chain = (evidence + added)[-MAX_EVIDENCE:]
+    row.title = draft.title
+    row.confidence = draft.confidence
+    row.observed_at = draft.observed_at
+    row.updated_at = now
+    if severity_up:
+        row.severity = draft.severity.value
+        row.recommended_action = draft.recommended_action
+    return True
+
+
 class VerdictEngine:
     """Stores verdicts idempotently (one ACTIVE verdict per fingerprint) and emits
     ``VerdictIssued`` after each commit."""
@@ -112,94 +168,90 @@ class VerdictEngine:
         self._wire_capacity = wire_cache
 
     def register(self) -> None:
-        """Subscribe to drafts (shared between replicas) and to command outcomes."""
-        self._bus.subscribe(Channel.ANALYSIS, VerdictDrafted, self.on_draft, shared=True)
+        """Subscribe to drafts (shared between replicas, taken in batches) and to
+        command outcomes."""
+        self._bus.subscribe(Channel.ANALYSIS, VerdictDrafted, self.on_drafts, shared=True, batch=True)
         self._bus.subscribe(
             Channel.CONFIRMATIONS, CommandConfirmed, self.on_command_confirmed, shared=False
         )
 
     async def on_draft(self, draft: VerdictDrafted) -> None:
         """Create the situation's ACTIVE verdict, or update it with the new evidence."""
+        await self.on_drafts([draft])
+
+    async def on_drafts(self, drafts: list[VerdictDrafted]) -> None:
+        """Apply drafts in order, in one transaction: a situation drafted several times
+        in the batch is written once, and announced once, in its final state."""
         for _attempt in range(3):
             try:
-                created, row = await self._upsert(draft)
+                touched = await self._upsert(drafts)
                 break
             except IntegrityError:
-                # Another replica created the same situation's verdict first: update it.
+                # Another replica created one of these situations' verdicts first:
+                # run the batch again, which now finds and updates it.
                 continue
         else:  # pragma: no cover - would need three concurrent creators
-            logger.error("verdict_upsert_conflict", fingerprint=draft.fingerprint)
+            logger.error("verdict_upsert_conflict", fingerprints=sorted({d.fingerprint for d in drafts}))
             return
-        if row is None:
-            return
-        if created:
-            self._metrics.verdicts_generated.labels(severity=row.severity).inc()
-        else:
-            self._metrics.verdicts_updated.inc()
-        if draft.observed_at is not None:
-            latency = (utcnow() - draft.observed_at).total_seconds()
-            self._metrics.telemetry_to_verdict.observe(max(latency, 0.0))
-            self._metrics.telemetry_to_verdict_window.observe(max(latency, 0.0))
-        logger.info(
-            "verdict_created" if created else "verdict_updated",
-            verdict_id=row.id, category=row.category, severity=row.severity,
-        )
-        await self._bus.publish(
-            Channel.VERDICTS, VerdictIssued(created=created, verdict=to_dict(row)), key=row.fleet_id
-        )
-
-    async def _upsert(self, draft: VerdictDrafted) -> tuple[bool, Any]:
-        """``(created, row)``; ``row`` is ``None`` when the draft adds nothing. Core
-        statements, not the ORM: this runs for every draft and the unit of work cost
-        more than the statements themselves."""
         now = utcnow()
+        for verdict in touched:
+            row = verdict.row
+            if verdict.created:
+                self._metrics.verdicts_generated.labels(severity=row.severity).inc()
+            else:
+                self._metrics.verdicts_updated.inc()
+            for observed_at in verdict.observed:
+                latency = max((now - observed_at).total_seconds(), 0.0)
+                self._metrics.telemetry_to_verdict.observe(latency)
+                self._metrics.telemetry_to_verdict_window.observe(latency)
+            logger.info(
+                "verdict_created" if verdict.created else "verdict_updated",
+                verdict_id=row.id, category=row.category, severity=row.severity,
+            )
+            await self._bus.publish(
+                Channel.VERDICTS, VerdictIssued(created=verdict.created, verdict=to_dict(row)), key=row.fleet_id
+            )
+
+    async def _upsert(self, drafts: list[VerdictDrafted]) -> list[_Touched]:
+        """The verdicts the drafts created or changed, in the order they were first
+        touched. Core statements, not the ORM: this runs for every batch of drafts and
+        the unit of work cost more than the statements themselves."""
+        now = utcnow()
+        fingerprints = list(dict.fromkeys(d.fingerprint for d in drafts))
+        touched: dict[str, _Touched] = {}
         async with self._db.engine.begin() as conn:
-            current = (await conn.execute(_ACTIVE, {"fingerprint": draft.fingerprint})).first()
-            if current is None:
-                values = {
-                    "id": uuid.uuid4().hex,
-                    "fingerprint": draft.fingerprint,
-                    "fleet_id": draft.fleet_id,
-                    "agent_id": draft.agents_involved[0] if draft.agents_involved else "",
-                    "final_verdict": draft.category.value,
-                    "category": draft.category.value,
-                    "severity": draft.severity.value,
-                    "title": draft.title,
-                    "agents_involved": list(draft.agents_involved),
-                    "target": draft.target,
-                    "evidence_chain": list(draft.evidence_chain)[-MAX_EVIDENCE:],
-                    "confidence": draft.confidence,
-                    "recommended_action": draft.recommended_action,
-                    "status": "ACTIVE",
-                    "mitigation_command_id": None,
-                    "observed_at": draft.observed_at,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                await conn.execute(_INSERT, values)
-                named = set(draft.agents_involved) | ({draft.target} if draft.target else set())
+            current = {row.fingerprint: row for row in await conn.execute(_ACTIVE, {"fingerprints": fingerprints})}
+            for draft in drafts:
+                verdict = touched.get(draft.fingerprint)
+                if verdict is None:
+                    row = current.get(draft.fingerprint)
+                    if row is None:
+                        verdict = touched[draft.fingerprint] = _Touched(True, _new_row(draft, now))
+                        if draft.observed_at is not None:
+                            verdict.observed.append(draft.observed_at)
+                        continue
+                    verdict = _Touched(False, SimpleNamespace(**row._asdict()))
+                if _merge(verdict.row, draft, now):
+                    touched[draft.fingerprint] = verdict
+                    if draft.observed_at is not None:
+                        verdict.observed.append(draft.observed_at)
+            created = [v.row for v in touched.values() if v.created]
+            if created:
+                await conn.execute(_INSERT, [vars(row) for row in created])
+                named = [
+                    {"agent_id": agent, "verdict_id": row.id}
+                    for row in created
+                    for agent in sorted(set(row.agents_involved) | ({row.target} if row.target else set()))
+                ]
                 if named:
-                    await conn.execute(_INSERT_AGENTS,
-                                       [{"agent_id": a, "verdict_id": values["id"]} for a in sorted(named)])
-                return True, SimpleNamespace(**values)
-            evidence = list(current.evidence_chain)
-            known = set(evidence)
-            added = [m for m in draft.evidence_chain if m not in known]
-            severity_up = _SEVERITY_RANK[Severity(draft.severity)] > _SEVERITY_RANK[Severity(current.severity)]
-            if not added and not severity_up and abs(draft.confidence - current.confidence) < 1e-3:
-                return False, None
-            changes: dict[str, Any] = {
-                "evidence_chain": (evidence + added)[-MAX_EVIDENCE:],
-                "title": draft.title,
-                "confidence": draft.confidence,
-                "observed_at": draft.observed_at,
-                "updated_at": now,
-            }
-            if severity_up:
-                changes["severity"] = draft.severity.value
-                changes["recommended_action"] = draft.recommended_action
-            await conn.execute(_UPDATE, {**changes, "verdict_id": current.id})
-            return False, SimpleNamespace(**{**current._asdict(), **changes})
+                    await conn.execute(_INSERT_AGENTS, named)
+            updated = [v.row for v in touched.values() if not v.created]
+            if updated:
+                await conn.execute(_UPDATE, [
+                    {"verdict_id": row.id, **{column: getattr(row, column) for column in _UPDATED}}
+                    for row in updated
+                ])
+        return list(touched.values())
 
     async def on_command_confirmed(self, event: CommandConfirmed) -> None:
         """A completed command that names a verdict mitigates it."""
