@@ -6,7 +6,9 @@ the WebSocket, against a real ``cockpit serve`` in its own process.
 Batch mode posts 1,000-message batches from a few concurrent clients; single mode
 drives one message per request with ``wrk`` (Debian package) so the client is not
 the bottleneck; the latency probe measures POST -> ``verdict.created`` on ``/ws``
-for fresh INCONSISTENCY situations while the batch load runs.
+for fresh INCONSISTENCY situations while the batch load runs. The server's own
+telemetry -> verdict histogram (``/metrics``) gives the same latency for every draft
+the batch run produced, once the verdict engine has caught up with them.
 """
 
 from __future__ import annotations
@@ -105,6 +107,63 @@ async def _analysed(client: httpx.AsyncClient, headers: dict[str, str]) -> float
                if line.startswith("narrative_filter_requests_total"))
 
 
+_LAG = "verdict_engine_telemetry_to_verdict_seconds_bucket"
+
+
+async def _lag_buckets(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[float, float]:
+    """The server's telemetry -> verdict histogram (every draft's verdict): upper
+    bound in seconds -> cumulative count."""
+    text = (await client.get("/metrics", headers=headers)).text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(_LAG):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float(bound)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def _lag_summary(before: dict[float, float], after: dict[float, float]) -> str:
+    """p50/p95 of the histogram's growth, interpolated within buckets."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1]
+    if not total:
+        return "no verdict written"
+
+    def quantile(q: float) -> str:
+        lower, below = 0.0, 0.0
+        for bound, count in zip(bounds, counts, strict=True):
+            if count >= q * total:
+                if bound == float("inf"):
+                    return f"> {lower * 1000:,.0f} ms"
+                share = (q * total - below) / max(count - below, 1e-9)
+                return f"{(lower + share * (bound - lower)) * 1000:,.0f} ms"
+            lower, below = bound, count
+        return "?"
+
+    over = total - counts[bounds.index(5.0)]
+    return f"p50 {quantile(0.5)}, p95 {quantile(0.95)}, {over / total:.1%} over 5 s ({total:,.0f} drafts)"
+
+
+async def _buckets(server: Server) -> dict[float, float]:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+        return await _lag_buckets(client, {"X-API-Key": server.key})
+
+
+async def verdict_lag(server: Server, before: dict[float, float]) -> str:
+    """Once the verdict engine has caught up (its histogram stops growing for 2 s)."""
+    headers = {"X-API-Key": server.key}
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+        last, still = -1.0, 0
+        while still < 20:
+            buckets = await _lag_buckets(client, headers)
+            count = buckets.get(float("inf"), 0.0)
+            still = still + 1 if count == last else 0
+            last = count
+            await asyncio.sleep(0.1)
+    return _lag_summary(before, buckets)
+
+
 async def _post(client: httpx.AsyncClient, item: dict[str, object], headers: dict[str, str]) -> None:
     """POST one message, retrying after a 503 as an agent would."""
     while (r := await client.post("/telemetry", json=item, headers=headers)).status_code == 503:
@@ -178,11 +237,14 @@ def main() -> None:
     server = start_server(env)
     try:
         idle = asyncio.run(latency_probe(server, args.probes // 2, 0.01))
+        before = asyncio.run(_buckets(server))
         result = asyncio.run(batch_load(server, args.seconds))
+        lag = asyncio.run(verdict_lag(server, before))
         print(f"batch ingestion: {result['rate']:,.0f} msg/s accepted ({result['messages']:,} messages in "
               f"{result['seconds']:.1f}s, {result['errors']} errors, {result['refused']} answers 503 retried); "
               f"{result['analysed_rate']:,.0f} msg/s "
               f"analysed through Layers 2-3 (the last one {result['analysed_seconds']:.1f}s after the start)")
+        print(f"telemetry -> verdict in the server, every draft of the batch run: {lag}")
 
         async def loaded() -> tuple[dict[str, float], list[float]]:
             # Benign background traffic: every layer runs, but the probes' verdicts are
