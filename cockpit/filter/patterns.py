@@ -4,8 +4,10 @@ alliance graph, so operators (and SQL) can see them without the in-memory state.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cockpit.events import VerdictDrafted
@@ -52,9 +54,8 @@ class PatternStore:
             await conn.execute(self._upsert(StrategicPatternRow.__table__, ["situation_key"]), rows)
 
     async def record_alliances(self, fleet_id: str, edges: Sequence[dict[str, Any]]) -> None:
-        """The fleet's current pair strengths (a snapshot of the alliance graph)."""
-        if not edges:
-            return
+        """The fleet's current pair strengths (a snapshot of the alliance graph): they
+        replace the fleet's rows, so pairs that decayed away leave the table."""
         now = utcnow()
         rows = [
             {"fleet_id": fleet_id, "agent_a": min(e["source"], e["target"]), "agent_b": max(e["source"], e["target"]),
@@ -62,4 +63,26 @@ class PatternStore:
             for e in edges
         ]
         async with self._db.engine.begin() as conn:
-            await conn.execute(self._upsert(AllianceRow.__table__, ["fleet_id", "agent_a", "agent_b"]), rows)
+            if rows:
+                await conn.execute(self._upsert(AllianceRow.__table__, ["fleet_id", "agent_a", "agent_b"]), rows)
+            await conn.execute(_FORMER, {"fleet_id": fleet_id, "now": now})
+
+    async def alliances(self, since: datetime, fleet_id: str | None = None) -> dict[str, list[tuple[str, str, float]]]:
+        """fleet -> its pairs ``(agent_a, agent_b, strength)`` as last recorded, for the
+        fleets recorded since ``since`` (one fleet with ``fleet_id``)."""
+        table = AllianceRow.__table__
+        query = select(table.c.fleet_id, table.c.agent_a, table.c.agent_b, table.c.strength).where(
+            table.c.updated_at >= since)
+        if fleet_id is not None:
+            query = query.where(table.c.fleet_id == fleet_id)
+        out: dict[str, list[tuple[str, str, float]]] = {}
+        async with self._db.reader.connect() as conn:
+            for row in await conn.execute(query.order_by(table.c.fleet_id)):
+                out.setdefault(row.fleet_id, []).append((row.agent_a, row.agent_b, row.strength))
+        return out
+
+
+_ALLIANCES = AllianceRow.__table__
+#: the rows of a fleet an earlier snapshot wrote and the latest did not
+_FORMER = delete(_ALLIANCES).where(
+    _ALLIANCES.c.fleet_id == bindparam("fleet_id"), _ALLIANCES.c.updated_at < bindparam("now"))

@@ -19,6 +19,7 @@ from cockpit.filter.ingest import IngestResult, TelemetryStore, telemetry_from_r
 from cockpit.filter.patterns import PatternStore
 from cockpit.filter.semantic import SemanticAnalyzer
 from cockpit.filter.strategic import StrategicConfig, StrategicLayer
+from cockpit.filter.strategic.alliance import AllianceEdge, snapshot_of
 from cockpit.filter.synthesis import SynthesisConfig, Synthesizer
 from cockpit.platform.bus import Assignment, Channel, EventBus
 from cockpit.platform.db import utcnow
@@ -301,20 +302,24 @@ class NarrativeFilter:
         logger.info("strategic_state_rebuilt", messages=count, fleets=len(history))
         return count
 
-    def alliance_graph(self, fleet_id: str | None = None) -> dict[str, Any]:
-        """Nodes, weighted edges and communities of one fleet (or all fleets)."""
-        fleets = [fleet_id] if fleet_id else self.strategic.fleets()
+    async def alliance_graph(self, fleet_id: str | None = None) -> dict[str, Any]:
+        """Nodes, weighted edges and communities of one fleet (or all fleets): live for
+        the fleets this replica analyses; for the others (analysed by another replica
+        on NATS or Kafka), the snapshot their replica last wrote (every few seconds)."""
+        snapshots = [(fid, self.strategic.analyzer(fid).graph())
+                     for fid in ([fleet_id] if fleet_id else self.strategic.fleets()) if fid in self.strategic]
+        stored = {} if fleet_id in self.strategic else await self.patterns.alliances(
+            utcnow() - self._rebuild_window, fleet_id)
+        snapshots += [(fid, snapshot_of(AllianceEdge(a, b, round(w, 4)) for a, b, w in pairs))
+                      for fid, pairs in stored.items() if fid not in self.strategic]
         nodes: list[dict[str, Any]] = []
         edges: list[dict[str, Any]] = []
         communities: list[list[str]] = []
-        for fid in fleets:
-            if fid not in self.strategic:
-                continue
-            snap = self.strategic.analyzer(fid).graph().to_dict()
-            nodes.extend({**n, "fleet_id": fid} if isinstance(n, dict) else {"id": n, "fleet_id": fid}
-                         for n in snap.get("nodes", []))  # type: ignore[union-attr]
-            edges.extend({**e, "fleet_id": fid} for e in snap.get("edges", []))  # type: ignore[union-attr]
-            communities.extend(snap.get("communities", []))  # type: ignore[arg-type]
+        for fid, snapshot in snapshots:
+            snap = snapshot.to_dict()
+            nodes.extend({**n, "fleet_id": fid} for n in snap["nodes"])
+            edges.extend({**e, "fleet_id": fid} for e in snap["edges"])
+            communities.extend(snap["communities"])
         return {"nodes": nodes, "edges": edges, "communities": communities}
 
 

@@ -15,7 +15,7 @@ from cockpit.events.verdict import Category
 from cockpit.filter.strategic.config import StrategicConfig
 from cockpit.filter.strategic.finding import Finding
 
-__all__ = ["AllianceEdge", "AllianceGraph", "AllianceGraphView", "AllianceSnapshot", "PairTie"]
+__all__ = ["AllianceEdge", "AllianceGraph", "AllianceGraphView", "AllianceSnapshot", "PairTie", "snapshot_of"]
 
 
 class AllianceGraphView(TypedDict):
@@ -73,6 +73,22 @@ class AllianceSnapshot:
             "edges": [{"source": e.a, "target": e.b, "weight": e.weight} for e in self.edges],
             "communities": self.communities,
         }
+
+
+def snapshot_of(edges: Iterable[AllianceEdge], agents: Iterable[str] = (), *, communities: bool = True
+                ) -> AllianceSnapshot:
+    """The snapshot of a graph given by its weighted edges (and agents without any):
+    edges heaviest first, communities by Louvain (seeded: the same graph, the same
+    communities)."""
+    graph = nx.Graph()
+    graph.add_nodes_from(agents)
+    ordered = sorted(edges, key=lambda e: (-e.weight, e.a, e.b))
+    graph.add_weighted_edges_from((e.a, e.b, e.weight) for e in ordered)
+    groups: list[list[str]] = []
+    if communities and graph.number_of_edges():
+        found = nx.community.louvain_communities(graph, weight="weight", seed=0)
+        groups = sorted((sorted(c) for c in found if len(c) > 1), key=lambda c: (-len(c), c))
+    return AllianceSnapshot(sorted(graph.nodes), ordered, groups)
 
 
 class AllianceGraph:
@@ -206,22 +222,9 @@ class AllianceGraph:
         Computed on demand (O(pairs)), never per message.
         """
         floor = self._config.graph_min_edge_weight
-        graph = nx.Graph()
-        graph.add_nodes_from(agents)
-        edges: list[AllianceEdge] = []
-        for (a, b), tie in self._ties.items():
-            weight = self._decayed(tie, now)
-            if weight >= floor:
-                edges.append(AllianceEdge(a, b, round(weight, 4)))
-                graph.add_edge(a, b, weight=weight)
-        edges.sort(key=lambda e: (-e.weight, e.a, e.b))
-        groups: list[list[str]] = []
-        if communities and graph.number_of_edges():
-            found = nx.community.louvain_communities(graph, weight="weight", seed=0)
-            groups = sorted(
-                (sorted(c) for c in found if len(c) > 1), key=lambda c: (-len(c), c)
-            )
-        return AllianceSnapshot(sorted(graph.nodes), edges, groups)
+        edges = [AllianceEdge(a, b, round(weight, 4)) for (a, b), tie in self._ties.items()
+                 if (weight := self._decayed(tie, now)) >= floor]
+        return snapshot_of(edges, agents, communities=communities)
 
     def prune(self, now: float) -> int:
         """Drop ties that decayed below the graph floor; returns how many."""

@@ -135,7 +135,7 @@ async def patch_verdict(request: Request[Any, Any, Any], verdict_id: FromPath[st
 async def alliance_graph(
     request: Request[Any, Any, Any], fleet_id: Annotated[str | None, QueryParameter(max_length=200)] = None
 ) -> AllianceGraph:
-    return request.app.state.cockpit.filter.alliance_graph(fleet_id)  # type: ignore[no-any-return]
+    return await request.app.state.cockpit.filter.alliance_graph(fleet_id)  # type: ignore[no-any-return]
 
 
 @get("/stats", guards=[requires(READERS)], responses=errors(*GUARDED),
@@ -143,7 +143,7 @@ async def alliance_graph(
 async def stats(request: Request[Any, Any, Any]) -> Stats:
     cockpit = request.app.state.cockpit
     verdicts = await cockpit.verdicts.stats()
-    graph = cockpit.filter.alliance_graph()
+    graph = await cockpit.filter.alliance_graph()
     latency = cockpit.metrics.telemetry_to_verdict_quantiles()
     return {
         "agents": await cockpit.c2l.agents_summary(),

@@ -6,8 +6,9 @@ stream event is stored once though both replicas relay it.
 Strategic state lives in each replica's memory, so each fleet must be analysed by one
 replica: JetStream files each fleet's telemetry under a partition, and each partition
 is consumed by the replica holding its lease. A fleet posted to both replicas is
-analysed whole (every planted situation found), and when its replica dies the other
-takes its partitions over with the state rebuilt from the database."""
+analysed whole (every planted situation found), either replica draws its alliance
+graph, and when its replica dies the other takes its partitions over with the state
+rebuilt from the database."""
 
 from __future__ import annotations
 
@@ -136,6 +137,16 @@ async def test_two_replicas_share_commands_and_telemetry_exactly_once(
         record_property("telemetry_per_replica", per_replica)
         assert min(per_replica) == 0, per_replica  # one replica analysed the whole fleet
         assert found >= PLANTED, sorted(found)
+
+        # ---- either replica draws the fleet's alliance graph: the one analysing it from
+        # memory, the other from the snapshot the first writes every few seconds
+        async def graphs() -> list[dict[str, object]]:
+            drawn = [(await c.get("/alliances/graph", params={"fleet_id": fleet}, headers=headers(key))).json()
+                     for c in clients]
+            pairs = [{(e["source"], e["target"]) for e in g["edges"]} for g in drawn]
+            return drawn if pairs[0] and pairs[0] == pairs[1] else []
+        drawn = await eventually(graphs, 15, "the same alliance graph from both replicas")
+        assert drawn[0]["communities"] == drawn[1]["communities"] != []
     finally:
         for c in clients:
             await c.aclose()

@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import websockets
 
 from tests.integration.gateway.conftest import Harness
@@ -157,6 +158,18 @@ async def test_scenario_produces_the_planted_verdicts_live(harness: Harness) -> 
     assert {p.category for p in patterns} >= {"ALLIANCE", "COLLUSION", "INCONSISTENCY", "DECEPTION", "THREAT"}
     assert len({p.situation_key for p in patterns}) == len(patterns)
     assert any((a.agent_a, a.agent_b) == ("alpha", "bravo") and a.strength > 0.5 for a in alliances)
+    # A replica that does not analyse the fleet (here: this one, once it hands the fleet
+    # over) draws the same graph from that snapshot.
+    harness.cockpit.filter.strategic.release("scenario")
+    drawn = (await harness.client.get("/alliances/graph", params={"fleet_id": "scenario"},
+                                      headers=harness.headers("VIEWER"))).json()
+    assert {tuple(sorted((e["source"], e["target"]))): e["weight"] for e in drawn["edges"]} == pytest.approx(pairs)
+    assert drawn["communities"] == graph["communities"]
+    # A snapshot replaces the fleet's rows: a pair gone from the graph leaves the table.
+    await harness.cockpit.filter.patterns.record_alliances("scenario", [])
+    empty = (await harness.client.get("/alliances/graph", params={"fleet_id": "scenario"},
+                                      headers=harness.headers("VIEWER"))).json()
+    assert empty == {"nodes": [], "edges": [], "communities": []}
 
     # Re-sending everything as one batch: all duplicates, no new rows or verdicts.
     before = r.json()["total"]
