@@ -366,7 +366,7 @@ class PartitionLeases:
         return lease is not None and time.monotonic() < lease.valid_until
 
     async def start(self) -> None:
-        from nats.js.errors import BadRequestError
+        from nats.js.errors import BadRequestError, NotFoundError
 
         js = self.transport.broker.connection.jetstream()
         try:
@@ -587,7 +587,7 @@ class NatsTransport:
         await self.broker.connect()
         js = self.broker.connection.jetstream()
         from nats.js.api import StreamConfig, SubjectTransform
-        from nats.js.errors import BadRequestError
+        from nats.js.errors import BadRequestError, NotFoundError
 
         for name, subjects in JS_STREAMS.items():
             config = StreamConfig(name=name, subjects=subjects, duplicate_window=120)
@@ -599,6 +599,13 @@ class NatsTransport:
                 await js.add_stream(config)
             except BadRequestError:
                 await js.update_stream(config)
+            if channel is not None:
+                # The one durable consumer of releases before partitions: nobody reads it
+                # any more, and the rows of what it still held unacknowledged are
+                # unanalysed, so the filter's redispatch publishes them again.
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_consumer(name, GROUPS[channel])
+                    logger.info("nats_consumer_retired", stream=name, consumer=GROUPS[channel])
         await self.broker.start()
         for leases in self.leases:
             await leases.start()

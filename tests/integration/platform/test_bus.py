@@ -199,3 +199,29 @@ async def test_a_batch_subscriber_takes_what_waits_in_order_and_once(bus_factory
         await bus.stop()
         if publisher is not bus:
             await publisher.stop()
+
+
+@pytest.mark.nats
+async def test_the_unpartitioned_telemetry_consumer_of_earlier_releases_is_retired(nats_url: str) -> None:
+    """Before partitions, one durable consumer ``narrative-filter`` read all telemetry.
+    After an upgrade nobody reads it: starting the bus deletes it."""
+    from nats.js.api import ConsumerConfig
+    from nats.js.errors import NotFoundError
+
+    bus = build_bus(nats_url, None)
+    await bus.start()
+    js = bus.routes[Channel.TELEMETRY].broker.connection.jetstream()  # type: ignore[attr-defined]
+    try:
+        await js.add_consumer("cockpit-telemetry", ConsumerConfig(
+            durable_name="narrative-filter", filter_subject="cockpit.telemetry.>"))
+        assert (await js.consumer_info("cockpit-telemetry", "narrative-filter")).name == "narrative-filter"
+    finally:
+        await bus.stop()
+    restarted = build_bus(nats_url, None)
+    await restarted.start()
+    try:
+        js = restarted.routes[Channel.TELEMETRY].broker.connection.jetstream()  # type: ignore[attr-defined]
+        with pytest.raises(NotFoundError):
+            await js.consumer_info("cockpit-telemetry", "narrative-filter")
+    finally:
+        await restarted.stop()
