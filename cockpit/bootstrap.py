@@ -122,6 +122,7 @@ def bootstrap(settings: Settings | None = None, *, runtimes: Any = None) -> Cock
         settings.nats_url, settings.kafka_url,
         instance_id=instance_id, connect_timeout=settings.broker_connect_timeout,
         nats_partitions=settings.nats_partitions, nats_lease_seconds=settings.nats_lease_seconds,
+        kafka_fetch_wait_ms=settings.kafka_fetch_wait_ms,
     )
     metrics = Metrics()
     narrative = build_filter(db, bus, metrics, settings.filter)
