@@ -366,7 +366,7 @@ class PartitionLeases:
         return lease is not None and time.monotonic() < lease.valid_until
 
     async def start(self) -> None:
-        from nats.js.errors import BadRequestError, NotFoundError
+        from nats.js.errors import BadRequestError
 
         js = self.transport.broker.connection.jetstream()
         try:
