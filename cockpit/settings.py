@@ -99,8 +99,9 @@ class Settings(BaseSettings):
     #: NATS only: seconds after its last renewal that a replica's partition lease
     #: lapses (how long a dead replica's fleets wait for another)
     nats_lease_seconds: float = Field(default=6.0, ge=1.0, le=300.0)
-    #: Kafka only: milliseconds a consumer's fetch waits for data (each hop's latency
-    #: when idle, against a fetch per consumer that often)
+    #: Kafka only: milliseconds a consumer's fetch (and the verdict engine's batch
+    #: poll) waits for data (each hop's latency when idle, against a fetch per
+    #: consumer that often)
     kafka_fetch_wait_ms: int = Field(default=20, ge=1, le=5000)
     #: seconds a replica trusts its cached lookup of an API key (revocations made by
     #: this process apply at once; by another process within this bound)

@@ -648,8 +648,9 @@ class KafkaTransport:
         listener = _kafka_assignments()(sub, topic) if sub.shared and sub.on_assign is not None else None
         # A Kafka consumer hands messages over one at a time: a batch subscriber takes
         # what has been fetched at once instead (getmany returns as soon as any is
-        # there; an idle poll ends after ``batch_timeout_ms``).
-        batch = {"batch": True, "max_records": MAX_BATCH, "batch_timeout_ms": 20} if sub.batch else {}
+        # there; an idle poll ends, and the next starts, after the same wait as a fetch).
+        batch = ({"batch": True, "max_records": MAX_BATCH, "batch_timeout_ms": self._fetch_wait_ms}
+                 if sub.batch else {})
         subscriber = self.broker.subscriber(topic, group_id=group, auto_offset_reset="earliest", listener=listener,
                                             fetch_max_wait_ms=self._fetch_wait_ms, **batch)
         subscriber(_decoded_batch(sub) if sub.batch else _decoded(sub))
