@@ -64,13 +64,13 @@ class PatternStore:
         ]
         async with self._db.engine.begin() as conn:
             if rows:
-                await conn.execute(self._upsert(AllianceRow.__table__, ["fleet_id", "agent_a", "agent_b"]), rows)
+                await conn.execute(self._upsert(_ALLIANCES, ["fleet_id", "agent_a", "agent_b"]), rows)
             await conn.execute(_FORMER, {"fleet_id": fleet_id, "now": now})
 
     async def alliances(self, since: datetime, fleet_id: str | None = None) -> dict[str, list[tuple[str, str, float]]]:
         """fleet -> its pairs ``(agent_a, agent_b, strength)`` as last recorded, for the
         fleets recorded since ``since`` (one fleet with ``fleet_id``)."""
-        table = AllianceRow.__table__
+        table = _ALLIANCES
         query = select(table.c.fleet_id, table.c.agent_a, table.c.agent_b, table.c.strength).where(
             table.c.updated_at >= since)
         if fleet_id is not None:

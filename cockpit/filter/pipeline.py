@@ -18,8 +18,7 @@ from cockpit.filter.analysis import Intent, SemanticResult
 from cockpit.filter.ingest import IngestResult, TelemetryStore, telemetry_from_row
 from cockpit.filter.patterns import PatternStore
 from cockpit.filter.semantic import SemanticAnalyzer
-from cockpit.filter.strategic import StrategicConfig, StrategicLayer
-from cockpit.filter.strategic.alliance import AllianceEdge, snapshot_of
+from cockpit.filter.strategic import AllianceEdge, StrategicConfig, StrategicLayer, snapshot_of
 from cockpit.filter.synthesis import SynthesisConfig, Synthesizer
 from cockpit.platform.bus import Assignment, Channel, EventBus
 from cockpit.platform.db import utcnow
@@ -310,7 +309,8 @@ class NarrativeFilter:
                      for fid in ([fleet_id] if fleet_id else self.strategic.fleets()) if fid in self.strategic]
         stored = {} if fleet_id in self.strategic else await self.patterns.alliances(
             utcnow() - self._rebuild_window, fleet_id)
-        snapshots += [(fid, snapshot_of(AllianceEdge(a, b, round(w, 4)) for a, b, w in pairs))
+        # Stored weights are the edges' own (already rounded).
+        snapshots += [(fid, snapshot_of(AllianceEdge(a, b, w) for a, b, w in pairs))
                       for fid, pairs in stored.items() if fid not in self.strategic]
         nodes: list[dict[str, Any]] = []
         edges: list[dict[str, Any]] = []

@@ -11,6 +11,7 @@ from cockpit.filter.strategic.alliance import (
     AllianceGraph,
     AllianceGraphView,
     AllianceSnapshot,
+    snapshot_of,
 )
 from cockpit.filter.strategic.analyzer import FleetAnalyzer
 from cockpit.filter.strategic.collusion import CollusionDetector
@@ -34,5 +35,6 @@ __all__ = [
     "StrategicConfig",
     "StrategicLayer",
     "ThreatDetector",
+    "snapshot_of",
     "situation_key",
 ]
