@@ -23,6 +23,7 @@ from cockpit.filter.synthesis import SynthesisConfig, Synthesizer
 from cockpit.platform.bus import Assignment, Channel, EventBus
 from cockpit.platform.db import utcnow
 from cockpit.platform.metrics import Metrics
+from cockpit.platform.retry import until_done
 
 __all__ = ["NarrativeFilter"]
 
@@ -271,9 +272,12 @@ class NarrativeFilter:
         except Exception:
             self._metrics.filter_errors.inc(len(messages))
             raise
-        await self.patterns.record_drafts(drafts)
+        # The telemetry is claimed and the state has moved on: from here on, an outage
+        # of the database or the broker is waited out, never a reason to drop a draft.
+        await until_done(lambda: self.patterns.record_drafts(drafts), what="pattern_record")
         for draft in drafts:
-            await self._bus.publish(Channel.ANALYSIS, draft, key=draft.fleet_id)
+            await until_done(lambda d=draft: self._bus.publish(Channel.ANALYSIS, d, key=d.fleet_id),
+                             what="draft_publish")
         self._metrics.filter_requests.inc(len(pairs))
         self._metrics.filter_duration.labels(layer="total").observe(time.perf_counter() - started)
 

@@ -43,10 +43,17 @@ from typing import Any, Protocol, TypeVar
 from loguru import logger
 from pydantic import BaseModel
 
-__all__ = ["Assignment", "Channel", "EventBus", "Handler", "MemoryTransport", "build_bus", "partition_of"]
+__all__ = [
+    "Assignment", "Channel", "EventBus", "Handler", "MemoryTransport", "PublishFailed", "build_bus", "partition_of",
+]
 
 E = TypeVar("E", bound=BaseModel)
 Handler = Callable[[Any], Awaitable[None]]
+
+
+class PublishFailed(Exception):
+    """The channel's broker did not take the event (unreachable, timed out): whatever
+    the transport raised, under one name, so callers need not know the broker."""
 
 
 class Channel(StrEnum):
@@ -790,8 +797,13 @@ class EventBus:
         self, channel: Channel, event: BaseModel, *, key: str, message_id: str | None = None
     ) -> None:
         """Publish ``event`` on ``channel`` keyed by ``key`` (fleet, agent or command id);
-        ``message_id`` lets JetStream de-duplicate."""
-        await self.routes[channel].publish(channel, event, key, message_id)
+        ``message_id`` lets JetStream de-duplicate. Raises :class:`PublishFailed` if the
+        broker did not take it."""
+        transport = self.routes[channel]
+        try:
+            await transport.publish(channel, event, key, message_id)
+        except Exception as exc:
+            raise PublishFailed(f"{transport.name}: {type(exc).__name__}: {exc}") from exc
 
     async def start(self, timeout: float = 10.0) -> None:
         """Connect every transport; raises ``ConnectionError`` naming the one that failed."""

@@ -24,6 +24,7 @@ from cockpit.events import (
 from cockpit.platform.bus import Channel, EventBus
 from cockpit.platform.db import Database, utcnow
 from cockpit.platform.metrics import Metrics
+from cockpit.platform.retry import until_done
 from cockpit.verdict.models import VerdictAgentRow, VerdictRow
 
 __all__ = ["IllegalTransition", "VerdictEngine", "VerdictFilters", "VerdictNotFound"]
@@ -181,16 +182,11 @@ class VerdictEngine:
 
     async def on_drafts(self, drafts: list[VerdictDrafted]) -> None:
         """Apply drafts in order, in one transaction: a situation drafted several times
-        in the batch is written once, and announced once, in its final state."""
-        for _attempt in range(3):
-            try:
-                touched = await self._upsert(drafts)
-                break
-            except IntegrityError:
-                # Another replica created one of these situations' verdicts first:
-                # run the batch again, which now finds and updates it.
-                continue
-        else:  # pragma: no cover - would need three concurrent creators
+        in the batch is written once, and announced once, in its final state. While the
+        database (or the broker) cannot be reached, the batch waits and is tried again:
+        the drafts are not in the database yet, so dropping them would lose them."""
+        touched = await until_done(lambda: self._upsert_settled(drafts), what="verdict_upsert")
+        if touched is None:  # pragma: no cover - would need three concurrent creators
             logger.error("verdict_upsert_conflict", fingerprints=sorted({d.fingerprint for d in drafts}))
             return
         now = utcnow()
@@ -208,9 +204,19 @@ class VerdictEngine:
                 "verdict_created" if verdict.created else "verdict_updated",
                 verdict_id=row.id, category=row.category, severity=row.severity,
             )
-            await self._bus.publish(
-                Channel.VERDICTS, VerdictIssued(created=verdict.created, verdict=to_dict(row)), key=row.fleet_id
-            )
+            issued = VerdictIssued(created=verdict.created, verdict=to_dict(row))
+            await until_done(lambda e=issued, k=row.fleet_id: self._bus.publish(Channel.VERDICTS, e, key=k),
+                             what="verdict_announce")
+
+    async def _upsert_settled(self, drafts: list[VerdictDrafted]) -> list[_Touched] | None:
+        for _attempt in range(3):
+            try:
+                return await self._upsert(drafts)
+            except IntegrityError:
+                # Another replica created one of these situations' verdicts first:
+                # run the batch again, which now finds and updates it.
+                continue
+        return None
 
     async def _upsert(self, drafts: list[VerdictDrafted]) -> list[_Touched]:
         """The verdicts the drafts created or changed, in the order they were first

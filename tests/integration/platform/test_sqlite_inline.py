@@ -1,5 +1,6 @@
 """The embedded engine runs SQLite on the event loop's thread without ever stalling it:
-a write that meets another process's lock waits asynchronously and then succeeds."""
+a write that meets another process's lock waits asynchronously and then succeeds;
+work that must not be lost waits out a longer outage, a wrong statement fails at once."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from cockpit.platform.db import Database
+from cockpit.platform.retry import until_done
 
 
 @pytest.fixture
@@ -84,3 +86,41 @@ async def test_a_large_batch_is_written_from_the_worker_thread(db: Database) -> 
     async with db.reader.connect() as conn:
         assert await conn.scalar(text("SELECT count(*) FROM notes")) == 5000
         assert await conn.scalar(text("SELECT body FROM notes WHERE id = 5000")) == "note 4999 " + "x" * 50
+
+
+async def test_work_that_must_not_be_lost_waits_out_a_lock_held_past_the_busy_timeout(
+    db: Database, tmp_path: Path
+) -> None:
+    # The verdict engine's and the filter's writes past the claim go through until_done:
+    # a database unusable for longer than the busy timeout delays them, never drops them.
+    other = sqlite3.connect(tmp_path / "inline.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    impatient = Database(f"sqlite+aiosqlite:///{tmp_path / 'inline.db'}", sqlite_busy_timeout=0.1)
+    attempts = 0
+
+    async def write() -> str:
+        nonlocal attempts
+        attempts += 1
+        async with impatient.engine.begin() as conn:
+            await conn.execute(text("INSERT INTO notes (body) VALUES ('kept')"))
+        return "written"
+
+    task = asyncio.create_task(until_done(write, what="note_write", first_delay=0.05, max_delay=0.1))
+    await asyncio.sleep(1.0)
+    assert not task.done() and attempts >= 3  # failed with "locked" several times, still trying
+    other.execute("ROLLBACK")
+    other.close()
+    assert await asyncio.wait_for(task, 5) == "written"
+    async with db.reader.connect() as conn:
+        assert (await conn.execute(text("SELECT body FROM notes"))).scalars().all() == ["kept"]
+    await impatient.dispose()
+
+
+async def test_a_wrong_statement_is_not_mistaken_for_an_outage(db: Database) -> None:
+    # SQLite reports "no such table" as an OperationalError, like "database is locked".
+    async def wrong() -> None:
+        async with db.engine.begin() as conn:
+            await conn.execute(text("INSERT INTO no_such_table (body) VALUES ('x')"))
+
+    with pytest.raises(OperationalError, match="no such table"):
+        await asyncio.wait_for(until_done(wrong, what="wrong_write"), 2)
