@@ -75,6 +75,38 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
             child.stdout.close()
 
 
+AGENT = """
+import signal, sys, time
+if sys.argv[1] == "ignore-term":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ready", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+@pytest.fixture
+def agent_process(spawn: Callable[..., subprocess.Popen[str]]) -> Callable[..., subprocess.Popen[str]]:
+    """Start a real agent process (its own session), ready when returned; every one is
+    killed at the end. ``mode="ignore-term"``: it ignores SIGTERM."""
+
+    def start(mode: str = "honour-term") -> subprocess.Popen[str]:
+        proc = spawn(AGENT, new_session=True, args=(mode,))
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        return proc
+
+    return start
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is neither a zombie nor dead."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
 # -- docker -------------------------------------------------------------------------
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -25,32 +24,7 @@ from cockpit.c2l.models import AuditRow, CommandExecutionRow, CommandRow
 from cockpit.events import CommandType, ExecuteCommand
 from cockpit.platform.bus import Channel
 from cockpit.platform.db import utcnow
-from tests.integration.c2l.conftest import Factory, Harness
-
-AGENT = """
-import signal, sys, time
-print("ready", flush=True)
-while True:
-    time.sleep(0.05)
-"""
-
-
-@pytest.fixture
-def process() -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, "-c", AGENT], stdout=subprocess.PIPE,
-                                start_new_session=True)
-        started.append(proc)
-        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+from tests.integration.c2l.conftest import Factory, Harness, alive
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -62,15 +36,7 @@ async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
     assert check()
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-
-
-async def agent(h: Harness, agent_id: str, proc: subprocess.Popen[bytes] | None = None) -> dict:
+async def agent(h: Harness, agent_id: str, proc: subprocess.Popen[str] | None = None) -> dict:
     runtime = {"kind": "process", "pid": proc.pid} if proc else {"kind": "external"}
     return await h.c2l.register_agent({"agent_id": agent_id, "name": agent_id, "runtime": runtime})
 
@@ -181,9 +147,9 @@ async def test_the_rate_limit_holds_for_concurrent_submissions(make: Factory) ->
     assert len(await refusals(h, "rate_limited")) == 20
 
 
-async def test_terminate_needs_totp_step_up_when_the_operator_has_one(make: Factory, process) -> None:
+async def test_terminate_needs_totp_step_up_when_the_operator_has_one(make: Factory, agent_process) -> None:
     h = await make()
-    proc = process()
+    proc = agent_process()
     await agent(h, "a1", proc)
     body = {"command_type": "TERMINATE", "target_agents": ["a1"]}
     with pytest.raises(StepUpRequired):
@@ -199,9 +165,9 @@ async def test_terminate_needs_totp_step_up_when_the_operator_has_one(make: Fact
     await h.submit(mute("a1", duration_seconds=5), totp=True, otp_ok=False)
 
 
-async def test_two_person_rule_for_terminate(make: Factory, process) -> None:
+async def test_two_person_rule_for_terminate(make: Factory, agent_process) -> None:
     h = await make(two_person_terminate=True)
-    proc = process()
+    proc = agent_process()
     await agent(h, "a1", proc)
     receipt, _ = await h.submit({"command_type": "TERMINATE", "target_agents": ["a1"]})
     assert receipt["status"] == "PENDING_APPROVAL"
@@ -278,9 +244,9 @@ async def _left_executing(h: Harness, command_id: str, target: str, claimed_by: 
                               {"t": now, "a": target})
 
 
-async def test_a_command_left_executing_by_a_dead_instance_completes(make: Factory, process) -> None:
+async def test_a_command_left_executing_by_a_dead_instance_completes(make: Factory, agent_process) -> None:
     h = await make()
-    proc = process()
+    proc = agent_process()
     await agent(h, "victim", proc)
     await _left_executing(h, "orphan", "victim", "dead-instance", heartbeat_age=3600)
 
@@ -295,17 +261,17 @@ async def test_a_command_left_executing_by_a_dead_instance_completes(make: Facto
     assert await h.count(AuditRow, AuditRow.command_id == "orphan", AuditRow.action == "reclaimed") == 1
 
 
-async def test_a_live_claim_of_another_instance_is_left_alone(make: Factory, process) -> None:
+async def test_a_live_claim_of_another_instance_is_left_alone(make: Factory, agent_process) -> None:
     h = await make()
-    await agent(h, "busy", process())
+    await agent(h, "busy", agent_process())
     await _left_executing(h, "running-elsewhere", "busy", "other-live-instance", heartbeat_age=0)
     await h.c2l.recover_once()
     assert (await h.c2l.get_command("running-elsewhere"))["status"] == "EXECUTING"
 
 
-async def test_a_restarted_instance_recovers_its_own_claims(make: Factory, process) -> None:
+async def test_a_restarted_instance_recovers_its_own_claims(make: Factory, agent_process) -> None:
     first = await make()
-    proc = process()
+    proc = agent_process()
     await agent(first, "victim", proc)
     # Fresh heartbeat: only the instance itself knows, at start-up, that it died.
     await _left_executing(first, "mine", "victim", "replica-7", heartbeat_age=0)
@@ -338,10 +304,10 @@ async def test_list_commands_filters(make: Factory) -> None:
                             "execution_time_ms", "verdict_id", "created_at", "finished_at"}
 
 
-async def test_commands_over_nats_jetstream_with_two_replicas(make: Factory, nats_url: str, process) -> None:
+async def test_commands_over_nats_jetstream_with_two_replicas(make: Factory, nats_url: str, agent_process) -> None:
     one = await make(nats_url=nats_url, instance_id="replica-1")
     two = await make(nats_url=nats_url, instance_id="replica-2")
-    procs = [process() for _ in range(3)]
+    procs = [agent_process() for _ in range(3)]
     for i, proc in enumerate(procs):
         await agent(one, f"n{i}", proc)
     ids = []

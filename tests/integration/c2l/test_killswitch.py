@@ -5,25 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import select
 
 from cockpit.c2l.killswitch import EXTERNAL_TERMINATE_NOTE
 from cockpit.c2l.models import SnapshotRow
-from tests.integration.c2l.conftest import Factory, Harness
-
-AGENT = """
-import signal, sys, time
-if sys.argv[1] == "ignore-term":
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-print("ready", flush=True)
-while True:
-    time.sleep(0.05)
-"""
+from tests.integration.c2l.conftest import Factory, Harness, alive
 
 
 @pytest.fixture
@@ -31,39 +20,12 @@ async def harness(make: Factory) -> Harness:
     return await make()
 
 
-@pytest.fixture
-def agent_process() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start a real agent process (its own session); every one is killed at the end."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(mode: str = "honour-term") -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, "-c", AGENT, mode], stdout=subprocess.PIPE,
-                                start_new_session=True)
-        started.append(proc)
-        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-
-
 def proc_state(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as fh:
         return fh.read().rsplit(")", 1)[1].split()[0]
 
 
-async def register(h: Harness, name: str, proc: subprocess.Popen[bytes] | None,
+async def register(h: Harness, name: str, proc: subprocess.Popen[str] | None,
                    parent: str | None = None) -> dict:
     runtime = {"kind": "process", "pid": proc.pid} if proc else {"kind": "external"}
     return await h.c2l.register_agent({"agent_id": name, "name": name, "parent_id": parent,
