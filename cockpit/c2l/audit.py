@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from cockpit.c2l.models import AuditRow
@@ -47,6 +47,11 @@ GENESIS_HASH = "0" * 64
 #: pg_advisory_xact_lock key of the audit chain ("c2l-audit" as a 63-bit int)
 _PG_LOCK_KEY = int.from_bytes(hashlib.sha256(b"c2l-audit").digest()[:8], "big") >> 1
 _VERIFY_BATCH = 1000
+# Appending is part of every command: Core statements, built once.
+_AUDIT = AuditRow.__table__
+_HEAD = select(_AUDIT.c.id, _AUDIT.c.row_hash).order_by(_AUDIT.c.id.desc()).limit(1)
+_INSERT = insert(_AUDIT)
+_PG_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 _APPEND_ATTEMPTS = 20
 #: audit rows written in one transaction at most (the rest go in the next)
 _GROUP_LIMIT = 100
@@ -242,16 +247,10 @@ class AuditLog:
         return read_anchor_file(self.anchor_file)
 
     async def _append_once(self, batch: list[tuple[AuditEntry, dict[str, Any]]]) -> list[dict[str, Any]]:
-        async with self._db.sessions.begin() as session:
+        async with self._db.engine.begin() as conn:
             if self._db.dialect == "postgresql":
-                await session.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY}
-                )
-            last = (
-                await session.execute(
-                    select(AuditRow.id, AuditRow.row_hash).order_by(AuditRow.id.desc()).limit(1)
-                )
-            ).first()
+                await conn.execute(_PG_LOCK, {"key": _PG_LOCK_KEY})
+            last = (await conn.execute(_HEAD)).first()
             prev_hash = last.row_hash if last else GENESIS_HASH
             row_id = last.id if last else 0
             rows = []
@@ -264,23 +263,16 @@ class AuditLog:
                     row_id, entry.command_id, entry.agent_id, entry.operator,
                     entry.layer, entry.action, entry.success, details, now,
                 )
-                row = AuditRow(
-                    id=row_id,
-                    command_id=entry.command_id,
-                    agent_id=entry.agent_id,
-                    operator=entry.operator,
-                    layer=entry.layer,
-                    action=entry.action,
-                    success=bool(entry.success),
-                    details=details,
-                    timestamp=now,
-                    prev_hash=prev_hash,
-                    row_hash=audit_row_hash(prev_hash, fields),
-                )
-                prev_hash = row.row_hash
-                rows.append(row)
-            session.add_all(rows)
-        return [to_dict(row) for row in rows]
+                row_hash = audit_row_hash(prev_hash, fields)
+                rows.append({
+                    "id": row_id, "command_id": entry.command_id, "agent_id": entry.agent_id,
+                    "operator": entry.operator, "layer": entry.layer, "action": entry.action,
+                    "success": bool(entry.success), "details": details, "timestamp": now,
+                    "prev_hash": prev_hash, "row_hash": row_hash,
+                })
+                prev_hash = row_hash
+            await conn.execute(_INSERT, rows)
+        return [{**row, "timestamp": row["timestamp"].isoformat()} for row in rows]
 
     async def verify(self, anchors: Mapping[int, str] | None = None) -> dict[str, Any]:
         """Walk the whole chain in id order, checking it against ``anchors``

@@ -13,10 +13,11 @@ import re
 import uuid
 from collections import defaultdict
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import String, cast, func, select, text, update
+from sqlalchemy import String, bindparam, cast, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from cockpit.c2l.audit import AuditEntry, AuditLog, canonical_json
@@ -47,6 +48,15 @@ APPROVAL_WINDOW_SECONDS = 900.0
 MAX_TARGETS = 1000
 _UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*$")
+# Core statements built once for what every submission does.
+_COMMANDS = CommandRow.__table__
+_INSERT = insert(_COMMANDS)
+_RATE_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:k))")
+_RECENT = (_COMMANDS.c.operator == bindparam("operator"), _COMMANDS.c.command_type == bindparam("command_type"),
+           _COMMANDS.c.created_at > bindparam("since"))
+_RECENT_COUNT = select(func.count()).select_from(_COMMANDS).where(*_RECENT)
+_RECENT_NTH = select(_COMMANDS.c.created_at).where(*_RECENT).order_by(_COMMANDS.c.created_at).offset(
+    bindparam("nth")).limit(1)
 
 
 class InvalidCommand(ValueError):
@@ -213,22 +223,23 @@ class CommandService:
         two_person = ctype is CommandType.TERMINATE and self._settings.two_person_terminate
         now = utcnow()
         window = APPROVAL_WINDOW_SECONDS if two_person else self._settings.command_deadline_seconds
-        row = CommandRow(
-            id=command_id, operator=operator, command_type=ctype.value,
-            target_agents=body["target_agents"], parameters=body["parameters"],
-            reason=body["reason"], verdict_id=body["verdict_id"], body_hash=body_hash,
-            status=(CommandStatus.PENDING_APPROVAL if two_person else CommandStatus.PENDING).value,
-            deadline=now + timedelta(seconds=window), attempts=0, executed_layers=[],
-            cascade_terminated=[], created_at=now, dispatched_at=None if two_person else now,
-        )
+        values = {
+            "id": command_id, "operator": operator, "command_type": ctype.value,
+            "target_agents": body["target_agents"], "parameters": body["parameters"],
+            "reason": body["reason"], "verdict_id": body["verdict_id"], "body_hash": body_hash,
+            "status": (CommandStatus.PENDING_APPROVAL if two_person else CommandStatus.PENDING).value,
+            "deadline": now + timedelta(seconds=window), "attempts": 0, "executed_layers": [],
+            "cascade_terminated": [], "created_at": now, "dispatched_at": None if two_person else now,
+        }
+        # The row as stored; written with Core (this runs for every command).
+        row = SimpleNamespace(**({column.name: None for column in _COMMANDS.c} | values))
         try:
-            async with self._submit_locks[operator, ctype.value], self._db.sessions.begin() as session:
+            async with self._submit_locks[operator, ctype.value], self._db.engine.begin() as conn:
                 if self._db.dialect == "postgresql":
-                    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
-                                          {"k": f"c2l-rate:{operator}:{ctype.value}"})
-                retry_after = await self._retry_after(session, operator, ctype, now)
+                    await conn.execute(_RATE_LOCK, {"k": f"c2l-rate:{operator}:{ctype.value}"})
+                retry_after = await self._retry_after(conn, operator, ctype, now)
                 if retry_after is None:
-                    session.add(row)
+                    await conn.execute(_INSERT, values)
         except IntegrityError:  # the same id submitted concurrently
             existing = await self._existing(command_id, body_hash, operator, body)
             if existing is None:
@@ -354,21 +365,18 @@ class CommandService:
             raise CommandConflict(f"command {command_id} exists with a different body or operator")
         return receipt(row)
 
-    async def _retry_after(self, session: Any, operator: str, ctype: CommandType,
+    async def _retry_after(self, conn: Any, operator: str, ctype: CommandType,
                            now: Any) -> int | None:
         """Seconds until the operator may send ``ctype`` again, or None when allowed."""
         if ctype.value not in self._limits:
             return None
         limit, window = self._limits[ctype.value]
-        since = now - timedelta(seconds=window)
-        recent = (CommandRow.operator == operator, CommandRow.command_type == ctype.value,
-                  CommandRow.created_at > since)
-        count = int(await session.scalar(select(func.count()).select_from(CommandRow).where(*recent)) or 0)
+        recent = {"operator": operator, "command_type": ctype.value, "since": now - timedelta(seconds=window)}
+        count = int(await conn.scalar(_RECENT_COUNT, recent) or 0)
         if count < limit:
             return None
         # The slot frees when the (count - limit + 1)-th most recent row leaves the window.
-        freeing = await session.scalar(select(CommandRow.created_at).where(*recent)
-                                       .order_by(CommandRow.created_at).offset(count - limit).limit(1))
+        freeing = await conn.scalar(_RECENT_NTH, {**recent, "nth": count - limit})
         return max(1, math.ceil((freeing + timedelta(seconds=window) - now).total_seconds()))
 
     async def _refuse(self, operator: str, command_id: str, body: dict[str, Any], action: str,

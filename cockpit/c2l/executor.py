@@ -18,14 +18,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from cockpit.c2l.audit import AuditEntry, AuditLog
 from cockpit.c2l.killswitch import CommandSpec, KillOutcome, KillSwitch
 from cockpit.c2l.models import CommandExecutionRow, CommandRow
 from cockpit.events import CommandConfirmed, CommandStatus, CommandType, ExecuteCommand
 from cockpit.platform.bus import Channel, EventBus
-from cockpit.platform.db import Database, urgent, utcnow
+from cockpit.platform.db import Database, upsert, urgent, utcnow
 from cockpit.platform.metrics import Metrics
 
 __all__ = ["MAX_ATTEMPTS", "CommandExecutor", "ExecutionLedger", "is_final"]
@@ -53,37 +53,48 @@ def confirmation_of(row: CommandRow) -> CommandConfirmed:
         target_agents=list(row.target_agents))
 
 
+# Core statements built once for what every command does (claim, read, confirm).
+_COMMANDS = CommandRow.__table__
+_COMMAND = select(_COMMANDS).where(_COMMANDS.c.id == bindparam("command_id"))
+_CLAIM = (
+    update(_COMMANDS)
+    .where(_COMMANDS.c.id == bindparam("command_id"), _COMMANDS.c.status == CommandStatus.PENDING.value,
+           # a command that already started once must be finished, even late
+           (_COMMANDS.c.attempts > 0) | (_COMMANDS.c.deadline > bindparam("now")))
+    .values(status=CommandStatus.EXECUTING.value, claimed_by=bindparam("instance"), started_at=bindparam("now"),
+            heartbeat_at=bindparam("now"), attempts=_COMMANDS.c.attempts + 1)
+    .returning(*_COMMANDS.c)
+)
+_CONFIRMED = update(_COMMANDS).where(_COMMANDS.c.id == bindparam("command_id")).values(
+    confirmed_at=bindparam("now"))
+_EXECUTIONS = CommandExecutionRow.__table__
+_SUCCEEDED = select(_EXECUTIONS.c.result).where(
+    _EXECUTIONS.c.command_id == bindparam("command_id"), _EXECUTIONS.c.agent_id == bindparam("agent_id"),
+    _EXECUTIONS.c.layer == bindparam("layer"), _EXECUTIONS.c.success.is_(True))
+
+
 class ExecutionLedger:
     """``command_executions``: which action step of which command already ran on
-    which agent, so a redelivered or recovered command never double-acts."""
+    which agent, so a redelivered or recovered command never double-acts. Core
+    statements built once: every step of every command reads and writes here."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        # A failed step may be recorded again on retry; a success stays as it is.
+        self._record = upsert(db.dialect, _EXECUTIONS, ["command_id", "agent_id", "layer"],
+                              where=_EXECUTIONS.c.success.is_(False))
 
     async def succeeded(self, command_id: str, agent_id: str, key: str) -> dict[str, Any] | None:
         """The recorded result of a successful step, or ``None``."""
-        async with self._db.sessions() as session:
-            return await session.scalar(select(CommandExecutionRow.result).where(
-                CommandExecutionRow.command_id == command_id,
-                CommandExecutionRow.agent_id == agent_id,
-                CommandExecutionRow.layer == key,
-                CommandExecutionRow.success.is_(True),
-            ))
+        async with self._db.reader.connect() as conn:
+            return await conn.scalar(_SUCCEEDED, {"command_id": command_id, "agent_id": agent_id, "layer": key})
 
     async def record(self, command_id: str, agent_id: str, key: str, success: bool,
                      result: dict[str, Any]) -> None:
         """Record a step's outcome (a failed step may be recorded again on retry)."""
-        async with self._db.sessions.begin() as session:
-            row = await session.scalar(select(CommandExecutionRow).where(
-                CommandExecutionRow.command_id == command_id,
-                CommandExecutionRow.agent_id == agent_id,
-                CommandExecutionRow.layer == key,
-            ))
-            if row is None:
-                session.add(CommandExecutionRow(command_id=command_id, agent_id=agent_id, layer=key,
-                                                success=success, result=result, created_at=utcnow()))
-            elif not row.success:
-                row.success, row.result, row.created_at = success, result, utcnow()
+        async with self._db.engine.begin() as conn:
+            await conn.execute(self._record, {"command_id": command_id, "agent_id": agent_id, "layer": key,
+                                              "success": success, "result": result, "created_at": utcnow()})
 
 
 class CommandExecutor:
@@ -128,17 +139,13 @@ class CommandExecutor:
     async def claim(self, command_id: str) -> CommandRow | None:
         """PENDING -> EXECUTING for this instance, or ``None`` when it is not claimable."""
         now = utcnow()
-        async with self._db.sessions.begin() as session:
-            result = await session.execute(
-                update(CommandRow)
-                .where(CommandRow.id == command_id, CommandRow.status == CommandStatus.PENDING,
-                       # a command that already started once must be finished, even late
-                       (CommandRow.attempts > 0) | (CommandRow.deadline > now))
-                .values(status=CommandStatus.EXECUTING.value, claimed_by=self.instance_id,
-                        started_at=now, heartbeat_at=now, attempts=CommandRow.attempts + 1)
-            )
-            row = await session.get(CommandRow, command_id)
-        if not result.rowcount:  # type: ignore[attr-defined]
+        async with self._db.engine.begin() as conn:
+            row = (await conn.execute(_CLAIM, {"command_id": command_id, "now": now,
+                                               "instance": self.instance_id})).first()
+            claimed = row is not None
+            if not claimed:
+                row = (await conn.execute(_COMMAND, {"command_id": command_id})).first()
+        if not claimed:
             if row is not None and row.status == CommandStatus.PENDING and row.attempts == 0:
                 await self.finish(row, CommandStatus.TIMEOUT, "deadline passed before execution")
             return None
@@ -181,16 +188,16 @@ class CommandExecutor:
         if outcome is not None:
             result |= {"agents": outcome.agents, "snapshots": outcome.snapshots}
         expected = (from_status or CommandStatus(row.status)).value
-        conditions = [CommandRow.id == row.id, CommandRow.status == expected]
+        conditions = [_COMMANDS.c.id == row.id, _COMMANDS.c.status == expected]
         if expected == CommandStatus.EXECUTING:
-            conditions.append(CommandRow.claimed_by == self.instance_id)
-        async with self._db.sessions.begin() as session:
-            final = (await session.execute(
-                update(CommandRow).where(*conditions).values(
+            conditions.append(_COMMANDS.c.claimed_by == self.instance_id)
+        async with self._db.engine.begin() as conn:
+            final = (await conn.execute(
+                update(_COMMANDS).where(*conditions).values(
                     status=status.value, executed_layers=layers, cascade_terminated=cascade,
                     result=result, execution_time_ms=elapsed_ms, finished_at=now, heartbeat_at=None)
-                .returning(CommandRow)
-            )).scalar_one_or_none()
+                .returning(*_COMMANDS.c)
+            )).first()
         if final is None:
             return False
         self._count(row, status, now)
@@ -215,9 +222,8 @@ class CommandExecutor:
             logger.warning("command_confirmation_publish_failed", command_id=row.id,
                            error=f"{type(exc).__name__}: {exc}")
             return False
-        async with self._db.sessions.begin() as session:
-            await session.execute(update(CommandRow).where(CommandRow.id == row.id)
-                                  .values(confirmed_at=utcnow()))
+        async with self._db.engine.begin() as conn:
+            await conn.execute(_CONFIRMED, {"command_id": row.id, "now": utcnow()})
         return True
 
     async def retry_confirmations(self, limit: int = 200) -> int:

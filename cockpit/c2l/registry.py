@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cockpit.c2l.models import AgentRow
@@ -33,6 +33,9 @@ __all__ = [
 AGENT_STATUSES = ("ACTIVE", "MUTED", "REVOKED", "ISOLATED", "TERMINATED")
 _RANK = {status: rank for rank, status in enumerate(AGENT_STATUSES)}
 _MAX_TREE_DEPTH = 64
+_AGENTS = AgentRow.__table__
+_ONE = select(_AGENTS).where(_AGENTS.c.id == bindparam("agent_id"))
+_KNOWN = select(_AGENTS.c.id).where(_AGENTS.c.id.in_(bindparam("agent_ids", expanding=True)))
 
 
 class AgentNotFound(LookupError):
@@ -153,11 +156,13 @@ class AgentRegistry:
         return to_dict(await self.row(agent_id))
 
     async def row(self, agent_id: str) -> AgentRow:
-        async with self._db.sessions() as session:
-            row = await session.get(AgentRow, agent_id)
+        """The agent as stored (its columns as attributes; read it, do not change it).
+        A Core read: the kill switch reads each target several times per command."""
+        async with self._db.reader.connect() as conn:
+            row = (await conn.execute(_ONE, {"agent_id": agent_id})).first()
         if row is None:
             raise AgentNotFound(f"agent {agent_id!r} not found")
-        return row
+        return row  # type: ignore[return-value]
 
     async def page(
         self, *, fleet_id: str | None = None, status: str | None = None,
@@ -179,8 +184,8 @@ class AgentRegistry:
 
     async def unknown(self, agent_ids: list[str]) -> list[str]:
         """Those of ``agent_ids`` that are not registered."""
-        async with self._db.sessions() as session:
-            known = set((await session.scalars(select(AgentRow.id).where(AgentRow.id.in_(agent_ids)))).all())
+        async with self._db.reader.connect() as conn:
+            known = set((await conn.execute(_KNOWN, {"agent_ids": list(agent_ids)})).scalars().all())
         return [a for a in agent_ids if a not in known]
 
     async def descendants(self, agent_id: str) -> list[tuple[AgentRow, int]]:
@@ -264,18 +269,22 @@ class AgentRegistry:
         """Set ``status`` unless the agent already has a stricter one; other column
         ``values`` are always written. Returns the row as stored afterwards."""
         stricter = [s for s in AGENT_STATUSES if _RANK[s] > _RANK[status]]
-        async with self._db.sessions.begin() as session:
-            await session.execute(
-                update(AgentRow).where(AgentRow.id == agent_id, AgentRow.status.not_in(stricter))
-                .values(status=status, updated_at=utcnow())
-            )
-            if values:
-                await session.execute(
-                    update(AgentRow).where(AgentRow.id == agent_id).values(updated_at=utcnow(), **values)
-                )
+        kept = _AGENTS.c.status.in_(stricter)
+        now = utcnow()
+        # One statement, the row as it is afterwards returned: the status unless a
+        # stricter one is there; ``updated_at`` when the status or a value changes.
+        stmt = update(_AGENTS).where(_AGENTS.c.id == agent_id).values(
+            status=case((kept, _AGENTS.c.status), else_=status),
+            updated_at=now if values else case((kept, _AGENTS.c.updated_at), else_=now),
+            **values,
+        ).returning(*_AGENTS.c)
+        async with self._db.engine.begin() as conn:
+            row = (await conn.execute(stmt)).first()
+        if row is None:
+            raise AgentNotFound(f"agent {agent_id!r} not found")
         # A token stops working when its agent is TERMINATED or it is revoked.
         self._changed(tokens=status == "TERMINATED" or "token_revoked_at" in values)
-        return await self.row(agent_id)
+        return row  # type: ignore[return-value]
 
     async def revoke_token(self, agent_id: str) -> AgentRow:
         """Revoke the agent's token (idempotent: the first revocation time is kept)."""

@@ -8,11 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from cockpit.events import VerdictDrafted
 from cockpit.filter.models import AllianceRow, StrategicPatternRow
-from cockpit.platform.db import Database, utcnow
+from cockpit.platform.db import Database, upsert, utcnow
 
 __all__ = ["PatternStore"]
 
@@ -29,11 +28,7 @@ class PatternStore:
         (executemany): a multi-VALUES insert would be compiled again every time."""
         stmt = self._statements.get(table.name)
         if stmt is None:
-            insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
-            stmt = insert(table)
-            updates = {c.name: stmt.excluded[c.name] for c in table.columns
-                       if c.name not in keys and not c.primary_key}
-            stmt = self._statements[table.name] = stmt.on_conflict_do_update(index_elements=keys, set_=updates)
+            stmt = self._statements[table.name] = upsert(self._db.dialect, table, keys)
         return stmt
 
     async def record_drafts(self, drafts: Sequence[VerdictDrafted]) -> None:

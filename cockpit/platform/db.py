@@ -41,6 +41,7 @@ __all__ = [
     "UTCDateTime",
     "insert_ignoring_duplicates",
     "migrate",
+    "upsert",
     "urgent",
     "utcnow",
 ]
@@ -340,12 +341,25 @@ def migrate(url: str, revision: str = "head") -> None:
     command.upgrade(cfg, revision)
 
 
-def insert_ignoring_duplicates(dialect: str, table: Any) -> Any:
-    """``INSERT ... ON CONFLICT DO NOTHING`` for the engine's dialect."""
+def _insert(dialect: str, table: Any) -> Any:
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        return pg_insert(table).on_conflict_do_nothing()
+        return pg_insert(table)
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-    return sqlite_insert(table).on_conflict_do_nothing()
+    return sqlite_insert(table)
+
+
+def insert_ignoring_duplicates(dialect: str, table: Any) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` for the engine's dialect."""
+    return _insert(dialect, table).on_conflict_do_nothing()
+
+
+def upsert(dialect: str, table: Any, keys: list[str], where: Any = None) -> Any:
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE`` of every other column (unless the
+    primary key), only where ``where`` holds for the stored row. Build it once and
+    execute it with parameters: compiling costs more than running it."""
+    stmt = _insert(dialect, table)
+    updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys and not c.primary_key}
+    return stmt.on_conflict_do_update(index_elements=keys, set_=updates, where=where)
