@@ -25,7 +25,7 @@ import httpx
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server import Server, start_server  # noqa: E402
+from server import Server, backend_env, start_server  # noqa: E402
 
 AGENT = "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n" \
         "print('ready', flush=True)\nwhile True: time.sleep(0.05)\n"
@@ -102,11 +102,7 @@ def main() -> None:
                                                    "TERMINATE": "100000/minute"})}
     if args.docker_host:
         env["COCKPIT_C2L__DOCKER_URL"] = args.docker_host
-    if args.database_url:
-        env["COCKPIT_DATABASE_URL"] = args.database_url
-    if args.nats_url:
-        env["COCKPIT_NATS_URL"] = args.nats_url
-    server = start_server(env)
+    server = start_server(env | backend_env(args))
     try:
         results = asyncio.run(run(server, args.mutes, args.terminates, args.docker_host))
     finally:

@@ -31,7 +31,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load import MIX, RAISED_LIMITS, Traffic, populate
-from server import start_server
+from server import backend_env, start_server
 
 _TICK = os.sysconf("SC_CLK_TCK")
 #: how long load.py's MUTEs last
@@ -111,12 +111,7 @@ def main() -> None:
     parser.add_argument("--nats-url")
     parser.add_argument("--kafka-url")
     args = parser.parse_args()
-    env = {"COCKPIT_C2L__RATE_LIMITS": RAISED_LIMITS}
-    for flag, var in ((args.database_url, "COCKPIT_DATABASE_URL"), (args.nats_url, "COCKPIT_NATS_URL"),
-                      (args.kafka_url, "COCKPIT_KAFKA_URL")):
-        if flag:
-            env[var] = flag
-    server = start_server(env)
+    server = start_server({"COCKPIT_C2L__RATE_LIMITS": RAISED_LIMITS, **backend_env(args)})
     try:
         costs = asyncio.run(measure(server.base_url, server.key, server.process.pid, args.requests,
                                     args.concurrency))

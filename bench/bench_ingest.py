@@ -30,7 +30,7 @@ import httpx
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server import Server, start_server  # noqa: E402
+from server import Server, backend_env, start_server  # noqa: E402
 
 TEXTS = [
     "I will support you in the north this turn",
@@ -227,14 +227,7 @@ def main() -> None:
     parser.add_argument("--nats-url")
     parser.add_argument("--kafka-url")
     args = parser.parse_args()
-    env = {}
-    if args.database_url:
-        env["COCKPIT_DATABASE_URL"] = args.database_url
-    if args.nats_url:
-        env["COCKPIT_NATS_URL"] = args.nats_url
-    if args.kafka_url:
-        env["COCKPIT_KAFKA_URL"] = args.kafka_url
-    server = start_server(env)
+    server = start_server(backend_env(args))
     try:
         idle = asyncio.run(latency_probe(server, args.probes // 2, 0.01))
         before = asyncio.run(_buckets(server))

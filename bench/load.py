@@ -36,7 +36,7 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server import start_server
+from server import backend_env, start_server
 
 #: The runbook's section 7 table (target, claimed).
 RUNBOOK = {
@@ -273,12 +273,7 @@ def main() -> None:
         base, key = args.url.rstrip("/"), args.key
         commanders = [key]
     else:
-        env = {"COCKPIT_C2L__RATE_LIMITS": RAISED_LIMITS}
-        for flag, var in ((args.database_url, "COCKPIT_DATABASE_URL"), (args.nats_url, "COCKPIT_NATS_URL"),
-                          (args.kafka_url, "COCKPIT_KAFKA_URL")):
-            if flag:
-                env[var] = flag
-        server = start_server(env)
+        server = start_server({"COCKPIT_C2L__RATE_LIMITS": RAISED_LIMITS, **backend_env(args)})
         base, key = server.base_url, server.key
         commanders = [key] + [server.create_key("SOVEREIGN_OPERATOR", f"operator-{n}") for n in range(1, args.operators)]
         print(f"cockpit serve at {base} (data {server.data_dir}); MUTE limit raised: {RAISED_LIMITS}; "

@@ -10,10 +10,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-__all__ = ["Server", "start_server"]
+__all__ = ["Server", "backend_env", "start_server"]
 
 
 @dataclass
@@ -42,6 +43,14 @@ def _create_key(env: dict[str, str], role: str, name: str) -> str:
         env=env, check=True, capture_output=True, text=True,
     ).stdout
     return next(line.split()[1] for line in out.splitlines() if line.startswith("key:"))
+
+
+def backend_env(args: Any) -> dict[str, str]:
+    """The server's environment for the ``--database-url``, ``--nats-url`` and
+    ``--kafka-url`` a benchmark was given (embedded where one is absent)."""
+    pairs = (("database_url", "COCKPIT_DATABASE_URL"), ("nats_url", "COCKPIT_NATS_URL"),
+             ("kafka_url", "COCKPIT_KAFKA_URL"))
+    return {var: value for attr, var in pairs if (value := getattr(args, attr, None))}
 
 
 def _free_port() -> int:
