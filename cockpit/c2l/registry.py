@@ -33,9 +33,12 @@ __all__ = [
 AGENT_STATUSES = ("ACTIVE", "MUTED", "REVOKED", "ISOLATED", "TERMINATED")
 _RANK = {status: rank for rank, status in enumerate(AGENT_STATUSES)}
 _MAX_TREE_DEPTH = 64
+# Core statements built once: every agent request and every command read agents.
 _AGENTS = AgentRow.__table__
 _ONE = select(_AGENTS).where(_AGENTS.c.id == bindparam("agent_id"))
 _KNOWN = select(_AGENTS.c.id).where(_AGENTS.c.id.in_(bindparam("agent_ids", expanding=True)))
+_BY_TOKEN = select(_AGENTS.c.id, _AGENTS.c.token_revoked_at, _AGENTS.c.status).where(
+    _AGENTS.c.token_hash == bindparam("digest"))
 
 
 class AgentNotFound(LookupError):
@@ -228,10 +231,7 @@ class AgentRegistry:
         cached = self._tokens.get(digest)
         if cached is TtlCache.MISSING:
             async with self._db.reader.connect() as conn:  # Core: on every agent request
-                row = (await conn.execute(
-                    select(AgentRow.id, AgentRow.token_revoked_at, AgentRow.status)
-                    .where(AgentRow.token_hash == digest)
-                )).first()
+                row = (await conn.execute(_BY_TOKEN, {"digest": digest})).first()
             cached = (row.id, row.token_revoked_at is None and row.status != "TERMINATED") if row else ("", False)
             self._tokens.put(digest, cached)  # type: ignore[arg-type]
         agent_id, usable = cached  # type: ignore[misc]
