@@ -106,9 +106,11 @@ class StreamHub:
         self._lock = asyncio.Lock()
 
     def register(self) -> None:
-        """Every replica relays every event to its own clients (fan-out)."""
-        self._bus.subscribe(Channel.VERDICTS, VerdictIssued, self.on_verdict, shared=False)
-        self._bus.subscribe(Channel.CONFIRMATIONS, CommandConfirmed, self.on_confirmation, shared=False)
+        """Every replica relays every event to its own clients (fan-out), taking what
+        is waiting as one batch: one transaction stores them all."""
+        self._bus.subscribe(Channel.VERDICTS, VerdictIssued, self.on_verdicts, shared=False, batch=True)
+        self._bus.subscribe(Channel.CONFIRMATIONS, CommandConfirmed, self.on_confirmations, shared=False,
+                            batch=True)
 
     @property
     def client_count(self) -> int:
@@ -124,28 +126,37 @@ class StreamHub:
         self._clients.discard(client)
         self._metrics.ws_clients.set(len(self._clients))
 
-    async def on_verdict(self, event: VerdictIssued) -> None:
-        kind = "verdict.created" if event.created else "verdict.updated"
-        await self.append(kind, event.event_id, dict(event.verdict))
+    async def on_verdicts(self, events: list[VerdictIssued]) -> None:
+        await self.append_many([
+            ("verdict.created" if event.created else "verdict.updated", event.event_id, dict(event.verdict))
+            for event in events
+        ])
 
-    async def on_confirmation(self, event: CommandConfirmed) -> None:
-        data = event.model_dump(mode="json", exclude={"event_id", "occurred_at", "schema_version"})
-        await self.append("command.confirmed", event.event_id, data)
+    async def on_confirmations(self, events: list[CommandConfirmed]) -> None:
+        await self.append_many([
+            ("command.confirmed", event.event_id,
+             event.model_dump(mode="json", exclude={"event_id", "occurred_at", "schema_version"}))
+            for event in events
+        ])
 
-    async def append(self, kind: str, source_event_id: str, data: dict[str, Any]) -> dict[str, Any]:
-        """Store the event once (replicas agree on its seq), then push it to clients."""
+    async def append_many(self, events: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Store ``(kind, source event id, data)`` events in order, in one transaction,
+        each once (replicas agree on its seq), then push them to clients."""
         async with self._lock:
             ts = utcnow()
+            stored = []
             async with self._db.engine.begin() as conn:
-                row = (await conn.execute(
-                    self._insert, {"source_event_id": source_event_id, "type": kind, "ts": ts, "data": data},
-                )).first()
-                if row is None:  # another replica stored this event first: take its seq
-                    row = (await conn.execute(_STORED, {"source_event_id": source_event_id})).one()
-            envelope = {"type": kind, "seq": int(row.seq), "ts": row.ts.isoformat(), "data": data}
-            for client in list(self._clients):
-                client.offer(envelope)
-        return envelope
+                for kind, source_event_id, data in events:
+                    row = (await conn.execute(
+                        self._insert, {"source_event_id": source_event_id, "type": kind, "ts": ts, "data": data},
+                    )).first()
+                    if row is None:  # another replica stored this event first: take its seq
+                        row = (await conn.execute(_STORED, {"source_event_id": source_event_id})).one()
+                    stored.append({"type": kind, "seq": int(row.seq), "ts": row.ts.isoformat(), "data": data})
+            for envelope in stored:
+                for client in list(self._clients):
+                    client.offer(envelope)
+        return stored
 
     async def resume(self, client: StreamClient, after_seq: int | None, filters: StreamFilters) -> None:
         """Apply new filters; with ``after_seq``, queue what the client missed first,
