@@ -4,7 +4,7 @@
                               [--database-url ... --nats-url ... --kafka-url ...]
 
 Starts a real ``cockpit serve`` (its own process), registers agents and fills it
-with a minute's worth of the mix (verdicts, audit rows and commands to read), then
+with 3,000 requests of the mix (verdicts, audit rows and commands to read), then
 sends ``--requests`` requests of one kind at a time, closed loop, ``--concurrency``
 at once, exactly as ``load.py`` builds them. For each kind it reports the CPU time
 the server process spent (user + system, all its threads, from ``/proc``) per
@@ -79,7 +79,7 @@ async def measure(base: str, key: str, pid: int, requests: int, concurrency: int
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
         traffic = Traffic(key, await populate(session, base, key, 200), rnd, [key])
         endpoints, weights = list(MIX), list(MIX.values())
-        # A minute of the mix's content first, so reads have verdicts, audits and commands to read.
+        # 3,000 requests of the mix first, so reads have verdicts, audits and commands to read.
         for endpoint in rnd.choices(endpoints, weights, k=3000):
             await _closed_loop(session, base, traffic, endpoint, 1, 1)
         await _settled(pid)
