@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from loguru import logger
@@ -272,7 +273,7 @@ class AuditLog:
                 })
                 prev_hash = row_hash
             await conn.execute(_INSERT, rows)
-        return [{**row, "timestamp": row["timestamp"].isoformat()} for row in rows]
+        return [to_dict(SimpleNamespace(**row)) for row in rows]
 
     async def verify(self, anchors: Mapping[int, str] | None = None) -> dict[str, Any]:
         """Walk the whole chain in id order, checking it against ``anchors``

@@ -50,14 +50,15 @@ async def until_done(
 ) -> T:
     """``await operation()`` until it does not fail with an :func:`unreachable` error,
     pausing ``first_delay`` seconds after the first failure, twice as long after each
-    next one, at most ``max_delay``; any other error is raised at once. ``what`` names the step in the log
-    (``<what>_retrying`` at the first failure and every tenth, ``<what>_recovered``)."""
+    next one, at most ``max_delay``; any other error is raised at once. ``what`` names
+    the step in the log (``<what>_retrying`` at the first failure and every tenth,
+    ``<what>_recovered``)."""
     delay = first_delay
     failures = 0
     while True:
         try:
             result = await operation()
-        except UNREACHABLE as exc:
+        except Exception as exc:
             if not unreachable(exc):
                 raise
             failures += 1
