@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import sys
@@ -30,12 +29,10 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import MIX, RAISED_LIMITS, Traffic, populate
+from load import MIX, MUTE_SECONDS, RAISED_LIMITS, Traffic, populate
 from server import backend_env, start_server
 
 _TICK = os.sysconf("SC_CLK_TCK")
-#: how long load.py's MUTEs last
-_MUTE_SECONDS = 5
 
 
 def cpu_seconds(pid: int) -> float:
@@ -53,10 +50,8 @@ async def _closed_loop(session: aiohttp.ClientSession, base: str, traffic: Traff
         for _ in todo:
             method, path, headers, body = traffic.request(endpoint)
             async with session.request(method, base + path, json=body, headers=headers) as r:
-                payload = await r.read()
                 statuses[r.status] = statuses.get(r.status, 0) + 1
-            if endpoint == "GET /verdicts" and r.status == 200 and len(traffic.verdict_ids) < 500:
-                traffic.verdict_ids.extend(v["id"] for v in json.loads(payload)["items"][:5])
+                traffic.observe(endpoint, r.status, await r.read())
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return statuses
@@ -92,7 +87,7 @@ async def measure(base: str, key: str, pid: int, requests: int, concurrency: int
             statuses = await _closed_loop(session, base, traffic, endpoint, requests, concurrency)
             answered = time.monotonic() - started
             if endpoint.startswith("POST /commands"):
-                await asyncio.sleep(_MUTE_SECONDS + 2)  # its expiry (unmute) is part of a MUTE's cost
+                await asyncio.sleep(MUTE_SECONDS + 2)  # its expiry (unmute) is part of a MUTE's cost
             await _settled(pid)
             spent = cpu_seconds(pid) - before - idle * (time.monotonic() - started)
             ok = sum(n for status, n in statuses.items() if status < 400)

@@ -44,6 +44,8 @@ RUNBOOK = {
     "p95_ms": ("<1000", 850),
     "error_rate_pct": ("<1", 0.2),
 }
+#: how long the mix's MUTEs last
+MUTE_SECONDS = 5
 RAISED_LIMITS = '{"MUTE": "1000000/minute", "ISOLATE": "1000000/minute", "TERMINATE": "1000000/minute"}'
 
 BENIGN = ["status nominal, three tasks done", "The weather is fine, nothing to report",
@@ -115,7 +117,12 @@ class Traffic:
             return "GET", f"/agents/{agent}", op, None
         commander = {"X-API-Key": self.rnd.choice(self.commanders)}
         return "POST", "/commands", commander, {"command_type": "MUTE", "target_agents": [agent],
-                                         "parameters": {"duration_seconds": 5}, "reason": "load test"}
+                                         "parameters": {"duration_seconds": MUTE_SECONDS}, "reason": "load test"}
+
+    def observe(self, endpoint: str, status: int, payload: bytes) -> None:
+        """Learn verdict ids from the answers to the verdict pages, for the evidence reads."""
+        if endpoint == "GET /verdicts" and status == 200 and len(self.verdict_ids) < 500:
+            self.verdict_ids.extend(v["id"] for v in json.loads(payload)["items"][:5])
 
 
 async def populate(session: aiohttp.ClientSession, base: str, key: str, n_agents: int) -> dict[str, str]:
@@ -156,8 +163,7 @@ async def run(base: str, key: str, rate: float, duration: float, warmup: float, 
                 print(f"client error on {endpoint}: {type(exc).__name__}", file=sys.stderr)
                 return
             elapsed = (time.perf_counter() - scheduled) * 1000
-            if endpoint == "GET /verdicts" and status == 200 and len(traffic.verdict_ids) < 500:
-                traffic.verdict_ids.extend(v["id"] for v in json.loads(payload)["items"][:5])
+            traffic.observe(endpoint, status, payload)
             if not measure:
                 return
             stats.latencies[endpoint].append(elapsed)
