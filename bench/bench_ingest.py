@@ -205,10 +205,17 @@ def single_load(server: Server, seconds: int, connections: int = 32) -> str:
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-API-Key"] = "{server.key}"
+-- Every wrk thread has its own Lua state, with the same unseeded random sequence:
+-- the thread's number (given by setup) keeps the message ids of the threads apart.
+local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
 local n = 0
 request = function()
   n = n + 1
-  local body = string.format('{{"message_id":"w%d-%d-%d","source_agent_id":"agent-%d","target_agent_ids":["agent-%d"],"content":"status nominal, three tasks done"}}', math.random(1, 1000000000), n, os.time(), n % 200, (n + 7) % 200)
+  local body = string.format('{{"message_id":"w%d-%d-%d-%d","source_agent_id":"agent-%d","target_agent_ids":["agent-%d"],"content":"status nominal, three tasks done"}}', tid, math.random(1, 1000000000), n, os.time(), n % 200, (n + 7) % 200)
   return wrk.format(nil, "/telemetry", nil, body)
 end
 """)
