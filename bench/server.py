@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Server", "backend_env", "start_server"]
+__all__ = ["Server", "backend_env", "free_port", "start_server"]
 
 
 @dataclass
@@ -53,7 +53,7 @@ def backend_env(args: Any) -> dict[str, str]:
     return {var: value for attr, var in pairs if (value := getattr(args, attr, None))}
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -62,7 +62,7 @@ def _free_port() -> int:
 def start_server(extra_env: dict[str, str] | None = None, role: str = "CHIEF_ARCHITECT") -> Server:
     """A fresh Cockpit (embedded unless ``extra_env`` says otherwise) and an API key."""
     data_dir = Path(tempfile.mkdtemp(prefix="cockpit-bench-"))
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "COCKPIT_DATA_DIR": str(data_dir), "COCKPIT_LOG_LEVEL": "WARNING",
            "COCKPIT_AUTO_MIGRATE": "true", **(extra_env or {})}
     subprocess.run([sys.executable, "-m", "cockpit", "migrate"], env=env, check=True, capture_output=True)
