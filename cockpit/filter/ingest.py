@@ -257,6 +257,19 @@ class TelemetryStore:
             return int(await conn.scalar(backlog_query(cap)) or 0)
 
 
+    async def backlog_by_agent(self, cap: int) -> dict[str, int]:
+        """The first ``cap`` rows waiting for analysis, counted by sending agent."""
+        waiting = (
+            select(TelemetryRow.source_agent_id)
+            .where(TelemetryRow.analysed_at.is_(None), ~TelemetryRow.quarantined)
+            .limit(cap)
+            .subquery()
+        )
+        query = select(waiting.c.source_agent_id, func.count()).group_by(waiting.c.source_agent_id)
+        async with self._db.reader.connect() as conn:
+            return {agent: int(n) for agent, n in (await conn.execute(query)).all()}
+
+
 def backlog_query(cap: int) -> Select[tuple[int]]:
     """How many rows wait for analysis, up to ``cap``: a walk over the partial index
     ``ix_telemetry_unanalysed`` that stops there."""

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -31,6 +31,9 @@ __all__ = ["NarrativeFilter"]
 _GROUP_COMMIT_BELOW = 100
 #: the backlog gauge counts up to this many waiting messages when ingestion is unbounded
 _BACKLOG_COUNT_CAP = 100_000
+#: past the backlog bound, agents with nothing waiting are still admitted until the
+#: backlog is this fraction of the bound above it
+_FAIR_MARGIN = 0.25
 
 
 class NarrativeFilter:
@@ -63,6 +66,8 @@ class NarrativeFilter:
         self._committer: asyncio.Task[None] | None = None
         self.max_backlog = max_backlog
         self._backlog = 0
+        #: while the bound is reached: messages waiting for analysis, by sending agent
+        self._waiting_by_agent: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         metrics.filter_backlog.set_function(lambda: self._backlog)
 
@@ -149,6 +154,11 @@ class NarrativeFilter:
         # Counted at once, so this replica's own burst closes the gate before the next
         # count (which also sees the other replicas' telemetry) comes round.
         self._backlog += sum(len(new) for new in result.new_by_fleet.values())
+        if self.backlog_full():
+            waiting = self._waiting_by_agent
+            for new in result.new_by_fleet.values():
+                for m in new:
+                    waiting[m.source_agent_id] = waiting.get(m.source_agent_id, 0) + 1
         for fleet_id, new in result.new_by_fleet.items():
             await self._publish(fleet_id, new, [by_id.get(m.message_id) for m in new])
         return result
@@ -198,15 +208,54 @@ class NarrativeFilter:
         return self._backlog
 
     def backlog_full(self) -> bool:
-        """True while ingestion should refuse new telemetry: analysis is more than
-        ``max_backlog`` messages behind (never with ``max_backlog`` 0)."""
+        """True while analysis is ``max_backlog`` messages or more behind (never with
+        ``max_backlog`` 0): ingestion admits only the agents :meth:`admits` lets in."""
         return 0 < self.max_backlog <= self._backlog
 
+    @property
+    def backlog_hard_limit(self) -> int:
+        """The backlog at which ingestion refuses every sender."""
+        return self.max_backlog + max(1, int(self.max_backlog * _FAIR_MARGIN))
+
+    def admits(self, sources: Iterable[str]) -> bool:
+        """Whether telemetry sent as ``sources`` (agent ids) may be stored now.
+
+        Below ``max_backlog``, all of it. Past it, analysis is behind, but not because
+        of every sender alike: an agent with messages still waiting is refused until
+        they are analysed, while one with nothing waiting is admitted, so one agent's
+        flood (or a burst of big batches) does not silence the others. Past
+        :attr:`backlog_hard_limit`, no one is admitted.
+        """
+        if not self.backlog_full():
+            return True
+        if self._backlog >= self.backlog_hard_limit:
+            return False
+        return not any(agent in self._waiting_by_agent for agent in sources)
+
+    def waiting_among(self, sources: Iterable[str]) -> list[str]:
+        """Those of ``sources`` with telemetry waiting for analysis (as last counted)."""
+        return sorted(agent for agent in set(sources) if agent in self._waiting_by_agent)
+
+    def _analysed(self, agents: Iterable[str]) -> None:
+        waiting = self._waiting_by_agent
+        for agent in agents:
+            left = waiting.get(agent, 0) - 1
+            if left > 0:
+                waiting[agent] = left
+            else:
+                waiting.pop(agent, None)
+
     async def count_backlog(self) -> int:
-        """Count the waiting telemetry in the database (shared by every replica)."""
-        cap = self.max_backlog + 1 if self.max_backlog else _BACKLOG_COUNT_CAP
-        self._backlog = await self.store.backlog(cap)
-        return self._backlog
+        """Count the waiting telemetry in the database (shared by every replica); past
+        the bound, count it by agent too (for :meth:`admits`)."""
+        if not self.max_backlog:
+            self._backlog = await self.store.backlog(_BACKLOG_COUNT_CAP)
+            return self._backlog
+        cap = self.backlog_hard_limit + 1
+        backlog = await self.store.backlog(cap)
+        self._waiting_by_agent = await self.store.backlog_by_agent(cap) if backlog >= self.max_backlog else {}
+        self._backlog = backlog
+        return backlog
 
     async def start(self, interval: float = 5.0, backlog_interval: float = 0.5) -> None:
         """Run the redispatch loop and the backlog count in the background."""
@@ -258,6 +307,8 @@ class NarrativeFilter:
             pairs = [(m, a) for m, a in zip(messages, analysis, strict=True) if m.message_id in claimed]
             if not pairs:
                 return
+            if self._waiting_by_agent:
+                self._analysed(m.source_agent_id for m, _ in pairs)
             t0 = time.perf_counter()
             findings = []
             for message, summary in pairs:

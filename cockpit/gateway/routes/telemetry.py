@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Collection
 from typing import Any
 
 from litestar import Request, Response, post
@@ -138,17 +139,26 @@ def _nul_in(value: Any, path: str = "") -> str | None:
     return None
 
 
-def _admit(request: Request[Any, Any, Any]) -> None:
-    """Refuse new telemetry while analysis is too far behind: a 503 the sender retries
-    after a second, rather than accepted messages whose verdicts come minutes late.
-    (The in-process bus holds ingestion back by itself; a broker would not.)"""
-    cockpit = request.app.state.cockpit
-    if cockpit.filter.backlog_full():
-        cockpit.metrics.filter_backlog_refusals.inc()
-        raise ServiceUnavailableException(
-            "analysis is behind, retry later", headers={"Retry-After": "1"},
-            extra={"backlog": cockpit.filter.backlog, "max_backlog": cockpit.filter.max_backlog},
-        )
+def _admit(request: Request[Any, Any, Any], sources: Collection[str]) -> None:
+    """Refuse telemetry sent as ``sources`` while analysis is too far behind for them
+    (``NarrativeFilter.admits``): a 503 the sender retries after a second, rather than
+    accepted messages whose verdicts come minutes late. (The in-process bus holds
+    ingestion back by itself; a broker would not.)"""
+    narrative = request.app.state.cockpit.filter
+    if narrative.admits(sources):
+        return
+    request.app.state.cockpit.metrics.filter_backlog_refusals.inc()
+    extra: dict[str, Any] = {"backlog": narrative.backlog, "max_backlog": narrative.max_backlog}
+    if waiting := narrative.waiting_among(sources):
+        extra["waiting_agents"] = waiting[:10]
+    raise ServiceUnavailableException("analysis is behind, retry later", headers={"Retry-After": "1"}, extra=extra)
+
+
+def _admit_early(request: Request[Any, Any, Any]) -> None:
+    """:func:`_admit` before the body is read, for what is known without it: the
+    backlog's hard limit, and an agent token's own agent."""
+    principal = principal_of(request)
+    _admit(request, (principal.agent_id,) if principal.role is Role.AGENT and principal.agent_id else ())
 
 
 async def _ingest(request: Request[Any, Any, Any], messages: list[Telemetry]) -> TelemetryAccepted:
@@ -162,6 +172,7 @@ async def _ingest(request: Request[Any, Any, Any], messages: list[Telemetry]) ->
                 extra={"source_agent_id": foreign[:10]},
             )
     sources = {m.source_agent_id for m in messages}
+    _admit(request, sources)
     muted = await cockpit.c2l.muted_agents(sources) if sources else set()
     if muted and cockpit.settings.filter.muted_policy == "refuse":
         raise PermissionDeniedException("agent is MUTED; its telemetry is refused", extra={"muted": sorted(muted)})
@@ -184,7 +195,7 @@ async def _ingest(request: Request[Any, Any, Any], messages: list[Telemetry]) ->
     tags=["telemetry"],
 )
 async def post_telemetry(request: Request[Any, Any, Any]) -> Response[TelemetryAccepted]:
-    _admit(request)
+    _admit_early(request)
     messages = parse_telemetry(await request.body(), request.app.state.cockpit.settings.filter.max_batch)
     if not messages:
         return Response({"accepted": 0, "duplicates": 0}, status_code=202)
@@ -200,7 +211,7 @@ async def post_telemetry(request: Request[Any, Any, Any]) -> Response[TelemetryA
     tags=["telemetry"],
 )
 async def post_traces(request: Request[Any, Any, Any]) -> TraceExport:
-    _admit(request)
+    _admit_early(request)
     payload = _loads(await request.body())
     try:
         mapping = map_traces(payload)

@@ -45,27 +45,36 @@ async def _until(h: Harness, name: str, ok: object, timeout: float = 15.0) -> fl
 
 def _span(i: int) -> dict[str, object]:
     attrs = [{"key": "gen_ai.agent.id", "value": {"stringValue": "collector"}},
-             {"key": "gen_ai.operation.name", "value": {"stringValue": "invoke_agent"}}]
+             {"key": "gen_ai.operation.name", "value": {"stringValue": "invoke_agent"}},
+             {"key": "gen_ai.input.messages", "value": {"stringValue": '[{"role": "user", "content": "status?"}]'}}]
     return {"resourceSpans": [{"scopeSpans": [{"spans": [{
         "traceId": f"{i:032x}", "spanId": f"{i:016x}", "name": "invoke_agent", "attributes": attrs,
         "startTimeUnixNano": "1767614400000000000", "endTimeUnixNano": "1767614401000000000"}]}]}]}
 
 
+def _waiting(agent: str, count: int) -> list[Telemetry]:
+    """Telemetry stored but not yet delivered to analysis (as if the bus were far behind)."""
+    return [Telemetry.model_validate({"message_id": f"{agent}-{i}", "source_agent_id": agent,
+                                      "content": f"status report {i}"}) for i in range(count)]
+
+
 async def test_ingestion_waits_for_analysis_to_catch_up(bounded: Harness) -> None:
     h = bounded
     narrative = h.cockpit.filter
-    # Stored but not yet delivered to analysis (as if the bus were far behind).
-    waiting = [Telemetry.model_validate({"message_id": f"w-{i}", "source_agent_id": "worker",
-                                         "content": f"status report {i}"}) for i in range(BOUND + 50)]
-    await narrative.store.insert_new(waiting, ())
-    assert await _until(h, "narrative_filter_backlog_messages", lambda v: v >= BOUND) == BOUND + 1
+    hard_limit = BOUND + BOUND // 4
+    assert narrative.backlog_hard_limit == hard_limit
+    await narrative.store.insert_new(_waiting("worker", BOUND + 50), ())
+    assert await _until(h, "narrative_filter_backlog_messages", lambda v: v > hard_limit) == hard_limit + 1
 
+    # Past the hard limit no one is admitted, not even a sender with nothing waiting
+    # (refused before the body is read).
     item = {"message_id": "late", "source_agent_id": "worker", "content": "status nominal"}
-    r = await h.client.post("/telemetry", json=item, headers=h.headers())
-    assert r.status_code == 503, r.text
-    assert r.headers["retry-after"] == "1"
-    assert r.json()["detail"] == "analysis is behind, retry later"
-    assert r.json()["extra"] == {"backlog": BOUND + 1, "max_backlog": BOUND}
+    for sender in ("worker", "quiet"):
+        r = await h.client.post("/telemetry", json={**item, "source_agent_id": sender}, headers=h.headers())
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"] == "1"
+        assert r.json()["detail"] == "analysis is behind, retry later"
+        assert r.json()["extra"] == {"backlog": hard_limit + 1, "max_backlog": BOUND}
     r = await h.client.post("/v1/traces", json=_span(1), headers=h.headers())
     assert r.status_code == 503
     # Everything else is served: operators read, the kill switch acts.
@@ -80,7 +89,70 @@ async def test_ingestion_waits_for_analysis_to_catch_up(bounded: Harness) -> Non
     assert r.status_code == 202 and r.json() == {"accepted": 1, "duplicates": 0}, r.text
     await h.settle()
     await _until(h, "narrative_filter_requests_total", lambda v: v == BOUND + 51)
-    assert await _metric(h, "narrative_filter_backlog_refusals_total") == 2
+    assert await _metric(h, "narrative_filter_backlog_refusals_total") == 3
+
+
+async def test_one_agents_backlog_does_not_silence_the_others(bounded: Harness) -> None:
+    """Past the bound, the agent whose telemetry is waiting is refused; an agent with
+    nothing waiting is still admitted (and analysed), up to the hard limit."""
+    h = bounded
+    narrative = h.cockpit.filter
+    r = await h.client.post("/agents", headers=h.headers(),
+                            json={"agent_id": "flood", "name": "flood", "runtime": {"kind": "external"}})
+    assert r.status_code == 201, r.text
+    flood_token = r.json()["token"]
+    await narrative.store.insert_new(_waiting("flood", BOUND + 10), ())
+    assert await _until(h, "narrative_filter_backlog_messages", lambda v: v >= BOUND) == BOUND + 10
+
+    # The flooding agent: refused, with its own token before its body is read, and with
+    # an operator's key whichever other agents share the batch.
+    own = {"message_id": "f-new", "source_agent_id": "flood", "content": "more status"}
+    r = await h.client.post("/telemetry", json=own, headers={"X-API-Key": flood_token})
+    assert r.status_code == 503, r.text
+    assert r.json()["extra"]["waiting_agents"] == ["flood"]
+    batch = {"messages": [own, {"message_id": "q-0", "source_agent_id": "quiet-0", "content": "hello"}]}
+    r = await h.client.post("/telemetry", json=batch, headers=h.headers())
+    assert r.status_code == 503
+    assert r.json()["extra"]["waiting_agents"] == ["flood"]
+
+    # Agents with nothing waiting get through and are analysed at once.
+    analysed = await _metric(h, "narrative_filter_requests_total")
+    promise = {"message_id": "q-1", "source_agent_id": "quiet-1", "target_agent_ids": ["quiet-2"],
+               "content": "I will support you in the north this turn"}
+    r = await h.client.post("/telemetry", json=promise, headers=h.headers())
+    assert r.status_code == 202, r.text
+    r = await h.client.post("/v1/traces", json=_span(2), headers=h.headers())
+    assert r.status_code == 200 and r.json() == {"partialSuccess": {}}, r.text
+    await h.settle()
+    await _until(h, "narrative_filter_requests_total", lambda v: v == analysed + 2)
+    # Once its message is analysed, the same agent is admitted again.
+    deadline = asyncio.get_running_loop().time() + 5
+    while not narrative.admits({"quiet-1"}):
+        assert asyncio.get_running_loop().time() < deadline, "quiet-1 stayed refused after its analysis"
+        await asyncio.sleep(0.05)
+    attack = {"message_id": "q-2", "source_agent_id": "quiet-1", "target_agent_ids": ["quiet-2"],
+              "kind": "action", "action": {"type": "attack", "target": "quiet-2"}}
+    r = await h.client.post("/telemetry", json=attack, headers=h.headers())
+    assert r.status_code == 202, r.text
+    await h.settle()
+    await _until(h, "narrative_filter_requests_total", lambda v: v == analysed + 3)
+    stored = {m["message_id"] for m in await narrative.store.messages(["f-new", "q-0", "q-1", "q-2"])}
+    assert stored == {"q-1", "q-2"}  # nothing refused was stored
+    # The promise broken by the admitted agent is caught while the other one floods.
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        page = (await h.client.get("/verdicts", params={"agent_id": "quiet-1"}, headers=h.headers("VIEWER"))).json()
+        if any(v["category"] == "INCONSISTENCY" for v in page["items"]):
+            break
+        assert asyncio.get_running_loop().time() < deadline, page
+        await asyncio.sleep(0.1)
+
+    # Up to the hard limit: then everyone waits.
+    await narrative.store.insert_new(_waiting("flood-2", 20), ())
+    await _until(h, "narrative_filter_backlog_messages", lambda v: v > narrative.backlog_hard_limit)
+    r = await h.client.post("/telemetry", json={**promise, "message_id": "q-3", "source_agent_id": "quiet-3"},
+                            headers=h.headers())
+    assert r.status_code == 503
 
 
 async def test_quarantined_telemetry_never_waits_nor_is_walked(harness: Harness) -> None:
