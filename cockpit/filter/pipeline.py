@@ -217,24 +217,33 @@ class NarrativeFilter:
         """The backlog at which ingestion refuses every sender."""
         return self.max_backlog + max(1, int(self.max_backlog * _FAIR_MARGIN))
 
+    @property
+    def backlog_share(self) -> int:
+        """Past the bound, how many waiting messages an agent may have and still be
+        admitted: the bound split evenly between the agents with telemetry waiting."""
+        return max(1, self.max_backlog // max(1, len(self._waiting_by_agent)))
+
     def admits(self, sources: Iterable[str]) -> bool:
         """Whether telemetry sent as ``sources`` (agent ids) may be stored now.
 
         Below ``max_backlog``, all of it. Past it, analysis is behind, but not because
-        of every sender alike: an agent with messages still waiting is refused until
-        they are analysed, while one with nothing waiting is admitted, so one agent's
-        flood (or a burst of big batches) does not silence the others. Past
-        :attr:`backlog_hard_limit`, no one is admitted.
+        of every sender alike: an agent with its share of the backlog waiting
+        (:attr:`backlog_share`) is refused until some of it is analysed, while one
+        below its share is admitted, so one agent's flood (or a burst of big batches)
+        does not silence the others. Past :attr:`backlog_hard_limit`, no one is.
         """
         if not self.backlog_full():
             return True
         if self._backlog >= self.backlog_hard_limit:
             return False
-        return not any(agent in self._waiting_by_agent for agent in sources)
+        share, waiting = self.backlog_share, self._waiting_by_agent
+        return all(waiting.get(agent, 0) < share for agent in sources)
 
-    def waiting_among(self, sources: Iterable[str]) -> list[str]:
-        """Those of ``sources`` with telemetry waiting for analysis (as last counted)."""
-        return sorted(agent for agent in set(sources) if agent in self._waiting_by_agent)
+    def over_share(self, sources: Iterable[str]) -> dict[str, int]:
+        """Those of ``sources`` with their share of the backlog or more waiting (as last
+        counted), with how many of their messages wait."""
+        share, waiting = self.backlog_share, self._waiting_by_agent
+        return {agent: waiting[agent] for agent in sorted(set(sources)) if waiting.get(agent, 0) >= share}
 
     def _analysed(self, agents: Iterable[str]) -> None:
         waiting = self._waiting_by_agent

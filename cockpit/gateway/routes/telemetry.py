@@ -149,8 +149,9 @@ def _admit(request: Request[Any, Any, Any], sources: Collection[str]) -> None:
         return
     request.app.state.cockpit.metrics.filter_backlog_refusals.inc()
     extra: dict[str, Any] = {"backlog": narrative.backlog, "max_backlog": narrative.max_backlog}
-    if waiting := narrative.waiting_among(sources):
-        extra["waiting_agents"] = waiting[:10]
+    if over := narrative.over_share(sources):
+        extra["share"] = narrative.backlog_share
+        extra["over_share"] = dict(list(over.items())[:10])
     raise ServiceUnavailableException("analysis is behind, retry later", headers={"Retry-After": "1"}, extra=extra)
 
 

@@ -93,8 +93,8 @@ async def test_ingestion_waits_for_analysis_to_catch_up(bounded: Harness) -> Non
 
 
 async def test_one_agents_backlog_does_not_silence_the_others(bounded: Harness) -> None:
-    """Past the bound, the agent whose telemetry is waiting is refused; an agent with
-    nothing waiting is still admitted (and analysed), up to the hard limit."""
+    """Past the bound, an agent with its share of the backlog waiting is refused; the
+    others are still admitted (and analysed), up to the hard limit."""
     h = bounded
     narrative = h.cockpit.filter
     r = await h.client.post("/agents", headers=h.headers(),
@@ -109,13 +109,14 @@ async def test_one_agents_backlog_does_not_silence_the_others(bounded: Harness) 
     own = {"message_id": "f-new", "source_agent_id": "flood", "content": "more status"}
     r = await h.client.post("/telemetry", json=own, headers={"X-API-Key": flood_token})
     assert r.status_code == 503, r.text
-    assert r.json()["extra"]["waiting_agents"] == ["flood"]
+    assert r.json()["extra"] == {"backlog": BOUND + 10, "max_backlog": BOUND, "share": BOUND,
+                                 "over_share": {"flood": BOUND + 10}}
     batch = {"messages": [own, {"message_id": "q-0", "source_agent_id": "quiet-0", "content": "hello"}]}
     r = await h.client.post("/telemetry", json=batch, headers=h.headers())
     assert r.status_code == 503
-    assert r.json()["extra"]["waiting_agents"] == ["flood"]
+    assert r.json()["extra"]["over_share"] == {"flood": BOUND + 10}
 
-    # Agents with nothing waiting get through and are analysed at once.
+    # Agents below their share get through, one message after another, and are analysed.
     analysed = await _metric(h, "narrative_filter_requests_total")
     promise = {"message_id": "q-1", "source_agent_id": "quiet-1", "target_agent_ids": ["quiet-2"],
                "content": "I will support you in the north this turn"}
@@ -123,13 +124,6 @@ async def test_one_agents_backlog_does_not_silence_the_others(bounded: Harness) 
     assert r.status_code == 202, r.text
     r = await h.client.post("/v1/traces", json=_span(2), headers=h.headers())
     assert r.status_code == 200 and r.json() == {"partialSuccess": {}}, r.text
-    await h.settle()
-    await _until(h, "narrative_filter_requests_total", lambda v: v == analysed + 2)
-    # Once its message is analysed, the same agent is admitted again.
-    deadline = asyncio.get_running_loop().time() + 5
-    while not narrative.admits({"quiet-1"}):
-        assert asyncio.get_running_loop().time() < deadline, "quiet-1 stayed refused after its analysis"
-        await asyncio.sleep(0.05)
     attack = {"message_id": "q-2", "source_agent_id": "quiet-1", "target_agent_ids": ["quiet-2"],
               "kind": "action", "action": {"type": "attack", "target": "quiet-2"}}
     r = await h.client.post("/telemetry", json=attack, headers=h.headers())
