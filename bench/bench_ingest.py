@@ -164,18 +164,23 @@ async def verdict_lag(server: Server, before: dict[float, float]) -> str:
     return _lag_summary(before, buckets)
 
 
-async def _post(client: httpx.AsyncClient, item: dict[str, object], headers: dict[str, str]) -> None:
-    """POST one message, retrying after a 503 as an agent would."""
+async def _post(client: httpx.AsyncClient, item: dict[str, object], headers: dict[str, str]) -> int:
+    """POST one message, retrying after a 503 as an agent would; how many 503s it got."""
+    refused = 0
     while (r := await client.post("/telemetry", json=item, headers=headers)).status_code == 503:
+        refused += 1
         await asyncio.sleep(float(r.headers.get("retry-after", "1")))
     r.raise_for_status()
+    return refused
 
 
-async def latency_probe(server: Server, probes: int, interval: float) -> list[float]:
+async def latency_probe(server: Server, probes: int, interval: float) -> tuple[list[float], int]:
     """POST a betrayal (promise, then attack) and time the verdict on the WebSocket,
-    from the attack's first attempt (a 503 and its retry count in the latency)."""
+    from the attack's first attempt (a 503 and its retry count in the latency); also
+    how many of the probes' requests were answered 503."""
     headers = {"X-API-Key": server.key}
     latencies: list[float] = []
+    refused = 0
     ws_url = server.base_url.replace("http", "ws") + f"/ws?api_key={server.key}&category=INCONSISTENCY"
     async with websockets.connect(ws_url, max_size=None) as ws, httpx.AsyncClient(base_url=server.base_url) as client:
         run = uuid.uuid4().hex[:6]  # fresh situations: each probe must create a verdict
@@ -183,18 +188,18 @@ async def latency_probe(server: Server, probes: int, interval: float) -> list[fl
             a, b = f"probe-{run}-{n}-a", f"probe-{run}-{n}-b"
             promise = {"message_id": uuid.uuid4().hex, "fleet_id": "probes", "source_agent_id": a,
                        "target_agent_ids": [b], "content": f"I will support you {b}, count on me"}
-            await _post(client, promise, headers)
+            refused += await _post(client, promise, headers)
             attack = {"message_id": uuid.uuid4().hex, "fleet_id": "probes", "source_agent_id": a,
                       "kind": "action", "action": {"type": "attack", "target": b}}
             t0 = time.perf_counter()
-            await _post(client, attack, headers)
+            refused += await _post(client, attack, headers)
             while True:
                 msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
                 if msg["type"] == "verdict.created" and msg["data"]["agents_involved"] == [a]:
                     latencies.append((time.perf_counter() - t0) * 1000)
                     break
             await asyncio.sleep(interval)
-    return latencies
+    return latencies, refused
 
 
 def wrk_single(base_url: str, key: str, seconds: int, connections: int = 32) -> str:
@@ -269,7 +274,7 @@ def main() -> None:
               f"analysed through Layers 2-3 (the last one {result['analysed_seconds']:.1f}s after the start)")
         print(f"telemetry -> verdict in the server, every draft of the batch run: {lag}")
 
-        async def loaded() -> tuple[dict[str, float], list[float]]:
+        async def loaded() -> tuple[dict[str, float], tuple[list[float], int]]:
             # Benign background traffic: every layer runs, but the probes' verdicts are
             # the only ones on the stream, so the WebSocket carries just what is timed.
             load = asyncio.create_task(batch_load(server, args.seconds / 2, concurrency=2, texts=BENIGN))
@@ -277,10 +282,10 @@ def main() -> None:
             return await load, probes
 
         _, busy = asyncio.run(loaded())
-        for name, values in (("idle", idle), ("under batch load", busy)):
+        for name, (values, refused) in (("idle", idle), ("under batch load", busy)):
             q = statistics.quantiles(values, n=100)
             print(f"telemetry -> verdict on /ws ({name}, {len(values)} probes): "
-                  f"p50 {q[49]:.1f} ms, p95 {q[94]:.1f} ms, p99 {q[98]:.1f} ms")
+                  f"p50 {q[49]:.1f} ms, p95 {q[94]:.1f} ms, p99 {q[98]:.1f} ms ({refused} answers 503 retried)")
         print("single-message requests (wrk):")
         print(single_load(server, int(args.seconds)))
     finally:

@@ -98,15 +98,6 @@ def agent_process(spawn: Callable[..., subprocess.Popen[str]]) -> Callable[..., 
     return start
 
 
-def alive(pid: int) -> bool:
-    """The process exists and is neither a zombie nor dead."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-
-
 # -- docker -------------------------------------------------------------------------
 
 

@@ -24,7 +24,8 @@ from cockpit.c2l.models import AuditRow, CommandExecutionRow, CommandRow
 from cockpit.events import CommandType, ExecuteCommand
 from cockpit.platform.bus import Channel
 from cockpit.platform.db import utcnow
-from tests.integration.c2l.conftest import Factory, Harness, alive
+from tests.integration.c2l.conftest import Factory, Harness
+from tests.processes import alive
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:

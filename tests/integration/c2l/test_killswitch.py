@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from cockpit.c2l.killswitch import EXTERNAL_TERMINATE_NOTE
 from cockpit.c2l.models import SnapshotRow
-from tests.integration.c2l.conftest import Factory, Harness, alive
+from tests.integration.c2l.conftest import Factory, Harness
+from tests.processes import alive
 
 
 @pytest.fixture

@@ -260,15 +260,6 @@ def spawn_target(procs: list[subprocess.Popen[bytes]], *args: str) -> subprocess
     return p
 
 
-def process_gone(pid: int) -> bool:
-    """True when ``pid`` no longer runs (absent from /proc, or a zombie)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 # --------------------------------------------------------------------------- HTTP helpers
 
 

@@ -19,11 +19,11 @@ from tests.integration.faults.conftest import (
     eventually,
     headers,
     metric_sum,
-    process_gone,
     register_agent,
     spawn_target,
     wait_final,
 )
+from tests.processes import alive
 
 
 @pytest.fixture(params=["sqlite", "postgresql+nats"])
@@ -66,7 +66,7 @@ async def test_sigkill_mid_terminate_is_recovered_after_restart(
 
     cockpit.kill()
     # The kill landed mid-command: SIGTERM was ignored and the grace period never ended.
-    assert not process_gone(stubborn.pid) and not process_gone(child.pid)
+    assert alive(stubborn.pid) and alive(child.pid)
     cockpit.start()  # same environment: same instance id, same database
 
     async with httpx.AsyncClient(base_url=cockpit.base_url, timeout=30) as client:
@@ -74,7 +74,7 @@ async def test_sigkill_mid_terminate_is_recovered_after_restart(
         assert state["status"] == "COMPLETED", state
         assert state["attempts"] == 2  # the interrupted run, then the recovered one
         assert set(state["cascade_terminated"]) == {"stubborn-child"}
-        assert process_gone(stubborn.pid) and process_gone(child.pid)
+        assert not alive(stubborn.pid) and not alive(child.pid)
 
         audits = await audits_of(client, key, command_id)
         by_action: dict[str, list[dict[str, Any]]] = {}

@@ -22,11 +22,11 @@ from tests.integration.faults.conftest import (
     eventually,
     headers,
     metric_sum,
-    process_gone,
     register_agent,
     spawn_target,
     wait_final,
 )
+from tests.processes import alive
 
 pytestmark = [pytest.mark.postgres, pytest.mark.nats]
 
@@ -164,7 +164,7 @@ async def test_commands_in_flight_through_a_nats_kill_execute_exactly_once(
             assert metric_sum(metrics, "command_bus_commands_executed_total", status="COMPLETED") == len(ids)
             assert metric_sum(metrics, "command_bus_commands_executed_total") == len(ids)
             for proc in procs.values():
-                assert process_gone(proc.pid)
+                assert not alive(proc.pid)
 
             # Confirmations: every command confirmed once on the live stream, after recovery.
             async def all_confirmed() -> bool:
@@ -306,7 +306,7 @@ async def test_a_confirmation_survives_cockpit_dying_before_it_could_publish_it(
         await eventually(executing, 10, "the TERMINATE to be executing", interval=0.02)
         await _nats(service_ctl, "kill")
         state = await wait_final(client, key, command_id, timeout=30)
-        assert state["status"] == "COMPLETED" and process_gone(proc.pid)
+        assert state["status"] == "COMPLETED" and not alive(proc.pid)
     cockpit.kill()
     await _nats(service_ctl, "start")
     await asyncio.to_thread(cockpit.start)

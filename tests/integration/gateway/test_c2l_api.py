@@ -15,6 +15,7 @@ import websockets
 
 from cockpit.platform.auth import Role
 from tests.integration.gateway.conftest import Harness
+from tests.processes import alive
 
 AGENT = "import signal, sys, time\n" \
         "if sys.argv[1:] == ['ignore-term']: signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" \
@@ -36,14 +37,6 @@ def spawn(processes: list[subprocess.Popen[bytes]], *args: str) -> subprocess.Po
     assert p.stdout is not None and p.stdout.readline() == b"ready\n"
     processes.append(p)
     return p
-
-
-def gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 async def register(h: Harness, name: str, runtime: dict[str, Any], parent: str | None = None) -> dict[str, Any]:
@@ -89,7 +82,7 @@ async def test_terminate_cascades_through_real_processes(harness: Harness, proce
     assert event["data"]["status"] == "COMPLETED"
     assert set(event["data"]["cascade_terminated"]) == {"worker", "helper"}
     for p in (parent, child, grandchild):
-        assert gone(p.pid)
+        assert not alive(p.pid)
     command = await final(harness, command_id)
     assert command["status"] == "COMPLETED"
     r = await harness.client.get("/audits", params={"command_id": command_id, "limit": 200},
@@ -157,7 +150,7 @@ async def test_totp_step_up_for_terminate(embedded: Harness, processes: list) ->
     r = await h.client.post("/commands", json=body, headers={"X-API-Key": key, "X-Cockpit-OTP": code})
     assert r.status_code == 202
     assert (await final(h, r.json()["command_id"]))["status"] == "COMPLETED"
-    assert gone(victim.pid)
+    assert not alive(victim.pid)
 
 
 async def test_agent_tokens_send_only_their_own_telemetry_and_die_on_revoke(embedded: Harness) -> None:
