@@ -266,7 +266,8 @@ class TelemetryStore:
             .subquery()
         )
         query = select(waiting.c.source_agent_id, func.count()).group_by(waiting.c.source_agent_id)
-        async with self._db.reader.connect() as conn:
+        # Up to ``cap`` row look-ups (13 ms for 10,000 on SQLite here): off the loop's thread.
+        async with self._db.bulk.connect() as conn:
             return {agent: int(n) for agent, n in (await conn.execute(query)).all()}
 
 

@@ -261,8 +261,13 @@ class NarrativeFilter:
             self._backlog = await self.store.backlog(_BACKLOG_COUNT_CAP)
             return self._backlog
         cap = self.backlog_hard_limit + 1
-        backlog = await self.store.backlog(cap)
-        self._waiting_by_agent = await self.store.backlog_by_agent(cap) if backlog >= self.max_backlog else {}
+        if self.backlog_full():  # still past the bound, most likely: count by agent at once
+            by_agent = await self.store.backlog_by_agent(cap)
+            backlog = sum(by_agent.values())
+        else:
+            backlog = await self.store.backlog(cap)
+            by_agent = await self.store.backlog_by_agent(cap) if backlog >= self.max_backlog else {}
+        self._waiting_by_agent = by_agent if backlog >= self.max_backlog else {}
         self._backlog = backlog
         return backlog
 
