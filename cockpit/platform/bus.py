@@ -28,6 +28,7 @@ which partitions it owns before their messages reach it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -209,9 +210,80 @@ async def _dispatch(sub: Subscription, event: BaseModel | list[BaseModel]) -> No
         logger.exception("event_handler_failed", channel=sub.channel.value)
 
 
+class _KeyedQueue:
+    """The queue of an ordered channel's subscriber (telemetry): events in order within
+    a key (a fleet), handed out in turns between the keys with events waiting, so a
+    quiet fleet's event waits for one event of each busy fleet, not for all of theirs.
+
+    At most ``bound`` events wait in all, except that a key with none waiting may always
+    add one: a busy fleet holds its publishers back without holding back the others.
+    ``put(None)`` stops the consumer once everything before it is handed out.
+    """
+
+    def __init__(self, bound: int) -> None:
+        self._bound = bound
+        self._by_key: dict[str, collections.deque[BaseModel]] = {}
+        self._turns: collections.deque[str] = collections.deque()
+        self._size = 0
+        self._stopping = False
+        self._unfinished = 0
+        self._changed = asyncio.Event()  # set whenever an event is added or taken
+        self._finished = asyncio.Event()
+        self._finished.set()
+
+    async def put(self, event: BaseModel | None, key: str = "") -> None:
+        if event is None:
+            self._stopping = True
+            self._unfinished += 1
+            self._finished.clear()
+            self._changed.set()
+            return
+        while self._size >= self._bound and self._by_key.get(key):
+            self._changed.clear()
+            await self._changed.wait()
+        waiting = self._by_key.get(key)
+        if waiting is None:
+            waiting = self._by_key[key] = collections.deque()
+            self._turns.append(key)
+        waiting.append(event)
+        self._size += 1
+        self._unfinished += 1
+        self._finished.clear()
+        self._changed.set()
+
+    async def get(self) -> BaseModel | None:
+        while not self._turns:
+            if self._stopping:
+                return None
+            self._changed.clear()
+            await self._changed.wait()
+        key = self._turns.popleft()
+        waiting = self._by_key[key]
+        event = waiting.popleft()
+        if waiting:
+            self._turns.append(key)  # its next event after the other keys' turn
+        else:
+            del self._by_key[key]
+        self._size -= 1
+        self._changed.set()
+        return event
+
+    def task_done(self) -> None:
+        self._unfinished -= 1
+        if self._unfinished <= 0:
+            self._finished.set()
+
+    async def join(self) -> None:
+        await self._finished.wait()
+
+
+_Queue = asyncio.Queue[BaseModel | None] | _KeyedQueue
+
+
 class MemoryTransport:
     """In-process transport: one bounded queue and one worker per subscription, so
-    each subscriber sees events in order.
+    each subscriber sees events in order (on an ordered channel, in order per key,
+    the keys taking turns: :class:`_KeyedQueue`).
 
     The bound is back-pressure: when analysis falls behind ingestion, publishers (the
     telemetry group commit, the filter publishing drafts) wait for room instead of
@@ -225,13 +297,14 @@ class MemoryTransport:
     assigns_partitions = False
 
     def __init__(self, queue_size: int = 16) -> None:
-        self._subs: list[tuple[Subscription, asyncio.Queue[BaseModel | None]]] = []
+        self._subs: list[tuple[Subscription, _Queue]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._queue_size = queue_size
         self._running = False
 
     def add(self, sub: Subscription) -> None:
-        queue: asyncio.Queue[BaseModel | None] = asyncio.Queue(self._queue_size)
+        queue: _Queue = (_KeyedQueue(self._queue_size) if sub.channel in ORDERED and not sub.batch
+                         else asyncio.Queue(self._queue_size))
         self._subs.append((sub, queue))
         if self._running:
             self._tasks.append(asyncio.create_task(self._work(sub, queue)))
@@ -239,15 +312,19 @@ class MemoryTransport:
     async def publish(self, channel: Channel, event: BaseModel, key: str, message_id: str | None) -> None:
         for sub, queue in self._subs:
             if sub.channel is channel and (sub.key is None or sub.key == key):
-                await queue.put(event)
+                if isinstance(queue, _KeyedQueue):
+                    await queue.put(event, key)
+                else:
+                    await queue.put(event)
 
-    async def _work(self, sub: Subscription, queue: asyncio.Queue[BaseModel | None]) -> None:
+    async def _work(self, sub: Subscription, queue: _Queue) -> None:
         stopping = False
         while not stopping and (event := await queue.get()) is not None:
             if not sub.batch:
                 await _dispatch(sub, event)
                 queue.task_done()
                 continue
+            assert isinstance(queue, asyncio.Queue)  # batch subscribers take from a plain queue
             batch = [event]
             while len(batch) < MAX_BATCH and not queue.empty():
                 more = queue.get_nowait()

@@ -225,3 +225,40 @@ async def test_the_unpartitioned_telemetry_consumer_of_earlier_releases_is_retir
             await js.consumer_info("cockpit-telemetry", "narrative-filter")
     finally:
         await restarted.stop()
+
+
+async def test_in_process_telemetry_takes_turns_between_fleets() -> None:
+    """Embedded, a busy fleet holds back its own publishers, not the other fleets': a
+    quiet fleet's event is queued at once and handled after one event of the busy
+    fleet, not after all of them; each fleet's events stay in order."""
+    bus = build_bus(None, None)
+    handled: list[str] = []
+    release = asyncio.Event()
+
+    async def on_telemetry(event: TelemetryReceived) -> None:
+        await release.wait()  # analysis is slower than ingestion
+        handled.append(event.messages[0].message_id)
+
+    bus.subscribe(Channel.TELEMETRY, TelemetryReceived, on_telemetry, shared=True)
+    await bus.start()
+    try:
+        def event(fleet: str, i: int) -> TelemetryReceived:
+            return TelemetryReceived(fleet_id=fleet, messages=[
+                Telemetry(message_id=f"{fleet}-{i}", fleet_id=fleet, source_agent_id="a", content="hi")])
+
+        # The busy fleet fills the queue (16) behind the event being handled...
+        for i in range(17):
+            await asyncio.wait_for(bus.publish(Channel.TELEMETRY, event("busy", i), key="busy"), 1)
+        # ...so its next publisher waits for room,
+        held = asyncio.create_task(bus.publish(Channel.TELEMETRY, event("busy", 17), key="busy"))
+        await asyncio.sleep(0.05)
+        assert not held.done()
+        # while the quiet fleet's event is queued at once.
+        await asyncio.wait_for(bus.publish(Channel.TELEMETRY, event("quiet", 0), key="quiet"), 1)
+        release.set()
+        await asyncio.wait_for(held, 5)
+        await asyncio.wait_for(bus.drain(), 5)
+        assert handled[:3] == ["busy-0", "busy-1", "quiet-0"]
+        assert [m for m in handled if m.startswith("busy")] == [f"busy-{i}" for i in range(18)]
+    finally:
+        await bus.stop()
