@@ -256,7 +256,6 @@ class TelemetryStore:
         async with self._db.reader.connect() as conn:
             return int(await conn.scalar(backlog_query(cap)) or 0)
 
-
     async def backlog_by_agent(self, cap: int) -> dict[str, int]:
         """The first ``cap`` rows waiting for analysis, counted by sending agent."""
         waiting = (

@@ -31,7 +31,7 @@ __all__ = ["NarrativeFilter"]
 _GROUP_COMMIT_BELOW = 100
 #: the backlog gauge counts up to this many waiting messages when ingestion is unbounded
 _BACKLOG_COUNT_CAP = 100_000
-#: past the backlog bound, agents with nothing waiting are still admitted until the
+#: past the backlog bound, agents below their share of it are still admitted until the
 #: backlog is this fraction of the bound above it
 _FAIR_MARGIN = 0.25
 
