@@ -14,14 +14,11 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import time
 from pathlib import Path
-
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ingest import wrk_single  # noqa: E402
-from server import free_port  # noqa: E402
+from server import free_port, wait_healthy  # noqa: E402
 
 APP = '''
 import sys
@@ -60,15 +57,7 @@ def main() -> None:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(base_url + "/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        wait_healthy(process, base_url)
         print("bare Litestar + uvicorn, the same single-message requests (wrk):")
         print(wrk_single(base_url, "any", args.seconds))
     finally:

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Server", "backend_env", "free_port", "start_server"]
+__all__ = ["Server", "backend_env", "free_port", "start_server", "wait_healthy"]
 
 
 @dataclass
@@ -73,15 +73,23 @@ def start_server(extra_env: dict[str, str] | None = None, role: str = "CHIEF_ARC
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    wait_healthy(process, base_url, data_dir / "server.log")
+    return Server(process, base_url, key, data_dir, env)
+
+
+def wait_healthy(process: subprocess.Popen[bytes], base_url: str, log: Path | None = None,
+                 timeout: float = 60) -> None:
+    """Wait until ``GET /health`` answers 200; raises if the process exits first (with
+    the end of its ``log``) or ``timeout`` passes (the process is killed)."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             if httpx.get(base_url + "/health", timeout=1).status_code == 200:
-                return Server(process, base_url, key, data_dir, env)
+                return
         except httpx.HTTPError:
             pass
         if process.poll() is not None:
-            raise RuntimeError(f"server exited: {(data_dir / 'server.log').read_text()[-2000:]}")
+            raise RuntimeError(f"server exited: {log.read_text()[-2000:] if log else process.returncode}")
         time.sleep(0.2)
     process.kill()
     raise RuntimeError("server did not become healthy")
