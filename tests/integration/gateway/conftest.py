@@ -40,6 +40,16 @@ class Harness:
             await self.cockpit.bus.drain()
 
 
+async def register(h: Harness, name: str, runtime: dict[str, Any], parent: str | None = None) -> dict[str, Any]:
+    """Register an agent through ``POST /agents``; its record, with its token."""
+    body: dict[str, Any] = {"agent_id": name, "name": name, "runtime": runtime}
+    if parent:
+        body["parent_id"] = parent
+    r = await h.client.post("/agents", json=body, headers=h.headers())
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
 def settings_for(kind: str, tmp_path: Path, request: pytest.FixtureRequest, **overrides: Any) -> Any:
     if kind == "postgresql":
         url = request.getfixturevalue("postgres_url")

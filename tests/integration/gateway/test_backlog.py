@@ -13,7 +13,7 @@ import pytest
 
 from cockpit.events import Telemetry
 from cockpit.filter.ingest import backlog_query
-from tests.integration.gateway.conftest import Harness, make_harness, settings_for
+from tests.integration.gateway.conftest import Harness, make_harness, register, settings_for
 
 BOUND = 100
 
@@ -97,10 +97,7 @@ async def test_one_agents_backlog_does_not_silence_the_others(bounded: Harness) 
     others are still admitted (and analysed), up to the hard limit."""
     h = bounded
     narrative = h.cockpit.filter
-    r = await h.client.post("/agents", headers=h.headers(),
-                            json={"agent_id": "flood", "name": "flood", "runtime": {"kind": "external"}})
-    assert r.status_code == 201, r.text
-    flood_token = r.json()["token"]
+    flood_token = (await register(h, "flood", {"kind": "external"}))["token"]
     await narrative.store.insert_new(_waiting("flood", BOUND + 10), ())
     assert await _until(h, "narrative_filter_backlog_messages", lambda v: v >= BOUND) == BOUND + 10
 

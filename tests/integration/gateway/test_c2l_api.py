@@ -14,7 +14,7 @@ import pytest
 import websockets
 
 from cockpit.platform.auth import Role
-from tests.integration.gateway.conftest import Harness
+from tests.integration.gateway.conftest import Harness, register
 from tests.processes import alive
 
 AGENT = "import signal, sys, time\n" \
@@ -37,15 +37,6 @@ def spawn(processes: list[subprocess.Popen[bytes]], *args: str) -> subprocess.Po
     assert p.stdout is not None and p.stdout.readline() == b"ready\n"
     processes.append(p)
     return p
-
-
-async def register(h: Harness, name: str, runtime: dict[str, Any], parent: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"agent_id": name, "name": name, "runtime": runtime}
-    if parent:
-        body["parent_id"] = parent
-    r = await h.client.post("/agents", json=body, headers=h.headers())
-    assert r.status_code == 201, r.text
-    return r.json()
 
 
 async def final(h: Harness, command_id: str, timeout: float = 20) -> dict[str, Any]:
