@@ -20,7 +20,6 @@ There is deliberately no API to edit or delete rows.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -37,6 +36,7 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from cockpit.c2l.models import AuditRow
+from cockpit.platform.batching import GroupCommit
 from cockpit.platform.db import Database, urgent, utcnow
 
 __all__ = [
@@ -176,10 +176,10 @@ class AuditLog:
     def __init__(self, db: Database, anchor_file: Path | None = None) -> None:
         self._db = db
         self.anchor_file = anchor_file
-        # One writer task at a time in this process; PostgreSQL's advisory lock
-        # extends that to every replica, so concurrent appends never fork the chain.
-        self._pending: list[tuple[AuditEntry, dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        # One write at a time in this process; PostgreSQL's advisory lock extends that
+        # to every replica, so concurrent appends never fork the chain.
+        self._group: GroupCommit[tuple[AuditEntry, dict[str, Any]], dict[str, Any]] = GroupCommit(
+            self._write_group, limit=_GROUP_LIMIT)
 
     async def append(self, entry: AuditEntry) -> dict[str, Any]:
         """Append one row to the chain and return it (once committed).
@@ -190,28 +190,14 @@ class AuditLog:
         """
         # Normalise through JSON so the hashed details are exactly what is stored.
         details = json.loads(canonical_json(entry.details))
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending.append((entry, details, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_pending())
-        return await future
+        return await self._group.submit((entry, details))
 
-    async def _write_pending(self) -> None:
+    async def _write_group(self, batch: list[tuple[AuditEntry, dict[str, Any]]]) -> list[dict[str, Any]]:
         # The audit is part of the kill switch: its writes go first at the writer.
         with urgent():
-            while self._pending:
-                batch, self._pending = self._pending[:_GROUP_LIMIT], self._pending[_GROUP_LIMIT:]
-                try:
-                    rows = await self._append_batch([(entry, details) for entry, details, _ in batch])
-                except Exception as exc:  # noqa: BLE001 - each waiting caller gets the error
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                self._anchor(rows)
-                for (_, _, future), row in zip(batch, rows, strict=True):
-                    if not future.done():
-                        future.set_result(row)
+            rows = await self._append_batch(batch)
+        self._anchor(rows)
+        return rows
 
     async def _append_batch(self, batch: list[tuple[AuditEntry, dict[str, Any]]]) -> list[dict[str, Any]]:
         for _attempt in range(_APPEND_ATTEMPTS):

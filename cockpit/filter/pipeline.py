@@ -20,6 +20,7 @@ from cockpit.filter.patterns import PatternStore
 from cockpit.filter.semantic import SemanticAnalyzer
 from cockpit.filter.strategic import AllianceEdge, StrategicConfig, StrategicLayer, snapshot_of
 from cockpit.filter.synthesis import SynthesisConfig, Synthesizer
+from cockpit.platform.batching import GroupCommit
 from cockpit.platform.bus import Assignment, Channel, EventBus
 from cockpit.platform.db import utcnow
 from cockpit.platform.metrics import Metrics
@@ -62,8 +63,8 @@ class NarrativeFilter:
         self.synthesizer = Synthesizer(synthesis_config)
         self._rebuild_window = rebuild_window
         self._rebuild_limit = rebuild_limit
-        self._waiting: list[tuple[list[Telemetry], frozenset[str], asyncio.Future[IngestResult]]] = []
-        self._committer: asyncio.Task[None] | None = None
+        self._small: GroupCommit[tuple[list[Telemetry], frozenset[str]], IngestResult] = GroupCommit(
+            self._ingest_group)
         self.max_backlog = max_backlog
         self._backlog = 0
         #: while the bound is reached: messages waiting for analysis, by sending agent
@@ -110,36 +111,26 @@ class NarrativeFilter:
         """
         if len(messages) >= _GROUP_COMMIT_BELOW:
             return await self._ingest_now(messages, quarantined_agents)
-        future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
-        self._waiting.append((list(messages), frozenset(quarantined_agents), future))
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._group_commit())
-        return await future
+        return await self._small.submit((list(messages), frozenset(quarantined_agents)))
 
-    async def _group_commit(self) -> None:
-        while self._waiting:
-            waiting, self._waiting = self._waiting, []
-            combined = [m for messages, _, _ in waiting for m in messages]
-            quarantined = frozenset().union(*(q for _, q, _ in waiting))
-            try:
-                stored = await self._ingest_now(combined, quarantined)
-            except Exception as exc:  # noqa: BLE001 - each waiting request gets the error
-                for _, _, future in waiting:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            taken: set[str] = set()
-            for messages, _, future in waiting:
-                mine = IngestResult()
-                for m in messages:
-                    if m.message_id in stored.inserted and m.message_id not in taken:
-                        taken.add(m.message_id)
-                        mine.accepted += 1
-                        mine.quarantined += m.source_agent_id in quarantined
-                    else:
-                        mine.duplicates += 1
-                if not future.done():
-                    future.set_result(mine)
+    async def _ingest_group(self, requests: list[tuple[list[Telemetry], frozenset[str]]]) -> list[IngestResult]:
+        """Small requests stored in one transaction; each request's own result."""
+        combined = [m for messages, _ in requests for m in messages]
+        quarantined = frozenset().union(*(q for _, q in requests))
+        stored = await self._ingest_now(combined, quarantined)
+        taken: set[str] = set()
+        results = []
+        for messages, _ in requests:
+            mine = IngestResult()
+            for m in messages:
+                if m.message_id in stored.inserted and m.message_id not in taken:
+                    taken.add(m.message_id)
+                    mine.accepted += 1
+                    mine.quarantined += m.source_agent_id in quarantined
+                else:
+                    mine.duplicates += 1
+            results.append(mine)
+        return results
 
     async def _ingest_now(
         self, messages: Sequence[Telemetry], quarantined_agents: set[str] | frozenset[str]

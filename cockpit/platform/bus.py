@@ -44,6 +44,8 @@ from typing import Any, Protocol, TypeVar
 from loguru import logger
 from pydantic import BaseModel
 
+from cockpit.platform.batching import GroupCommit
+
 __all__ = [
     "Assignment", "Channel", "EventBus", "Handler", "MemoryTransport", "PublishFailed", "build_bus", "partition_of",
 ]
@@ -208,6 +210,11 @@ async def _dispatch(sub: Subscription, event: BaseModel | list[BaseModel]) -> No
         await sub.handler(event)
     except Exception:  # noqa: BLE001
         logger.exception("event_handler_failed", channel=sub.channel.value)
+
+
+async def _dispatch_group(sub: Subscription, events: list[BaseModel]) -> list[None]:
+    await _dispatch(sub, events)
+    return [None] * len(events)
 
 
 class _KeyedQueue:
@@ -766,57 +773,26 @@ def _event(event_type: type[BaseModel], body: Any) -> BaseModel:
     return event_type.model_validate(body)
 
 
-class _GroupCommit:
-    """Feeds a ``batch=True`` handler from per-message deliveries: each message joins
-    the list the next call takes, and is acknowledged (its delivery returns) once that
-    call is over. One call runs at a time; what arrives meanwhile makes up the next,
-    so the batches grow with the load and an idle message waits for nothing."""
-
-    def __init__(self, sub: Subscription) -> None:
-        self._sub = sub
-        self._pending: list[tuple[BaseModel, asyncio.Future[None]]] = []
-        self._flushing: asyncio.Task[None] | None = None
-
-    async def add(self, event: BaseModel) -> None:
-        done = asyncio.get_running_loop().create_future()
-        self._pending.append((event, done))
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush())
-        await done
-
-    async def _flush(self) -> None:
-        try:
-            while self._pending:
-                await asyncio.sleep(0)  # the rest of a fetched batch joins first
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                try:
-                    await _dispatch(self._sub, [event for event, _ in batch])
-                finally:
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_result(None)
-        finally:
-            self._flushing = None
-
-
 def _decoded(sub: Subscription) -> Callable[..., Awaitable[None]]:
     """A FastStream handler that validates the decoded JSON body into ``sub``'s event.
 
     FastStream handles the messages of one JetStream pull batch concurrently; for
     ordered channels a FIFO lock serialises them in the order they were fetched
     (tasks start in order and ``asyncio.Lock`` wakes waiters first-in, first-out).
-    A ``batch=True`` subscriber's messages join a :class:`_GroupCommit` in that same
-    order instead. The annotation is a real object (not a string) because FastStream
+    A ``batch=True`` subscriber's messages join a :class:`GroupCommit` in that same
+    order instead, and each is acknowledged (its delivery returns) once the call that
+    took it is over. The annotation is a real object (not a string) because FastStream
     inspects the handler's signature when it is registered.
     """
     event_type = sub.event_type
     lock = asyncio.Lock() if sub.channel in ORDERED and not sub.batch else None
-    group = _GroupCommit(sub) if sub.batch else None
+    group = (GroupCommit(functools.partial(_dispatch_group, sub), limit=MAX_BATCH, settle=True)
+             if sub.batch else None)
 
     async def handler(body: Any) -> None:
         event = _event(event_type, body)
         if group is not None:
-            await group.add(event)
+            await group.submit(event)
         elif lock is None:
             await _dispatch(sub, event)
         else:
