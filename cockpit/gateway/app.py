@@ -11,7 +11,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from loguru import logger
-from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from cockpit import __version__
@@ -20,11 +20,16 @@ from cockpit.gateway.admission import LoadShedder
 from cockpit.gateway.openapi import complete_schema
 from cockpit.gateway.routes import health, session, telemetry, verdicts
 from cockpit.gateway.ws import stream_socket
+from cockpit.platform.retry import unreachable
 
 __all__ = ["create_app"]
 
 
-def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+def _database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    # The same test as the consumers' retries: an outage is worth retrying (503), a
+    # statement the database rejects for another reason is a defect (500, logged).
+    if not unreachable(exc):
+        return _internal(request, exc)
     logger.warning("dependency_unavailable", path=request.url.path, error=type(exc).__name__)
     request.app.state.cockpit.metrics.http_errors.labels(status="503").inc()
     return Response(
@@ -126,11 +131,9 @@ def create_app(cockpit: Cockpit, *, manage_lifecycle: bool = True) -> Litestar:
             DataError: _unstorable,
             RecursionError: _undecodable,
             UnicodeDecodeError: _undecodable,
-            OperationalError: _unavailable,
-            InterfaceError: _unavailable,
-            DBAPIError: _unavailable,
-            PoolTimeout: _unavailable,
-            ConnectionError: _unavailable,
+            DBAPIError: _database_error,
+            PoolTimeout: _database_error,
+            ConnectionError: _database_error,
             Exception: _internal,
         },
         openapi_config=OpenAPIConfig(
