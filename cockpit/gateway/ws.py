@@ -96,9 +96,9 @@ async def stream_socket(socket: WebSocket[Any, Any, Any]) -> None:
         for task in pending:
             task.cancel()
         for task in done:
-            exc = task.exception()
-            if exc and not isinstance(exc, WebSocketDisconnect):
-                raise exc
+            failure = task.exception()
+            if failure and not isinstance(failure, WebSocketDisconnect):
+                raise failure
     except WebSocketDisconnect:
         pass
     finally:
