@@ -135,6 +135,8 @@ class AuditRow(Base):
     __table_args__ = (
         Index("idx_audit_command_id", "command_id"),
         Index("idx_audit_timestamp", timestamp.desc()),
+        # GET /audits?layer=: the page and its total walk only that layer's rows.
+        Index("ix_audit_logs_layer_id", "layer", "id"),
     )
 
 

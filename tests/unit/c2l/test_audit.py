@@ -132,6 +132,21 @@ async def test_query_filters_and_pages_newest_first(db: Database) -> None:
     assert total == 6 and [r["id"] for r in page] == [4, 3]
 
 
+async def test_totals_stay_exact_as_the_audit_grows(db: Database) -> None:
+    # A total is kept per filter and topped up with the rows appended since: rows from
+    # this process and from another replica (a second AuditLog) both count.
+    reader, other = AuditLog(db), AuditLog(db)
+    await _fill(reader, 6)
+    filters = [{}, {"agent_id": "a1"}, {"layer": "software"}, {"layer": "nowhere"}, {"command_id": "c1"}]
+    assert [(await reader.query(**f))[1] for f in filters] == [6, 2, 6, 0, 6]
+    await _fill(other, 4)  # agents a0 a1 a2 a0
+    await reader.append(AuditEntry("authorization", "rate_limited", False, {}, agent_id="a1"))
+    assert [(await reader.query(**f))[1] for f in filters] == [11, 4, 10, 0, 10]
+    assert (await reader.query(layer="authorization"))[1] == 1  # a filter first asked now
+    # A fresh reader (a restarted replica) counts the same from scratch.
+    assert [(await AuditLog(db).query(**f))[1] for f in filters] == [11, 4, 10, 0, 10]
+
+
 async def test_two_writers_without_a_shared_lock_keep_one_chain(db: Database) -> None:
     # Two replicas (two AuditLog objects, no shared in-process lock) appending at once.
     one, two = AuditLog(db), AuditLog(db)
