@@ -341,8 +341,8 @@ class AuditLog:
 
         Rows are only ever appended, in id order (one writer at a time, under
         PostgreSQL's advisory lock: rows commit in id order), so the total of a filter
-        is kept with the id it was counted up to, and a later query counts only the
-        rows appended since, through the primary key. A full count of a million rows
+        is kept with the last id when it was counted, and a later query counts only
+        the rows appended since, through the primary key. A full count of a million rows
         held SQLite (on the event loop's thread) 13 ms, 190 ms filtered by layer; with
         the running totals a page of 50 takes 2-3 ms there after the first.
         """
@@ -356,19 +356,12 @@ class AuditLog:
         table = AuditRow.__table__
         key = (command_id, agent_id, layer)
         async with self._db.reader.connect() as conn:  # Core rows: no ORM identity map to fill
-            head = int(await conn.scalar(select(func.max(table.c.id))) or 0)
             since, counted = self._totals.pop(key, (0, 0))
+            more, head = await self._count(conn, since, conditions)
             if head < since:  # the table was emptied or restored from an older backup
-                since, counted = 0, 0
-            if head > since:
-                # Rows up to ``head`` are committed (they commit in id order); the count
-                # may also see rows appended since, and its max id says up to where.
-                newer = [table.c.id > since] if since else []
-                more, last = (await conn.execute(
-                    select(func.count(), func.max(table.c.id)).where(*newer, *conditions)
-                )).one()
-                counted += int(more or 0)
-                since = max(head, int(last or 0))
+                (more, head), counted = await self._count(conn, 0, conditions), 0
+            counted += more
+            since = head
             self._totals[key] = (since, counted)
             while len(self._totals) > _TOTALS_KEPT:
                 self._totals.popitem(last=False)
@@ -382,6 +375,17 @@ class AuditLog:
                 )
             ).all()
         return [to_dict(r) for r in rows], counted
+
+    @staticmethod
+    async def _count(conn: Any, since: int, conditions: list[Any]) -> tuple[int, int]:
+        """Rows matching ``conditions`` after id ``since``, and the last id: one
+        statement, so both are read from the same snapshot."""
+        table = AuditRow.__table__
+        newer = [table.c.id > since] if since else []
+        matching = select(func.count()).select_from(table).where(*newer, *conditions).scalar_subquery()
+        head = select(func.max(table.c.id)).scalar_subquery()
+        count, last = (await conn.execute(select(matching, head))).one()
+        return int(count or 0), int(last or 0)
 
 
 def _link_reason(row: AuditRow, expected_prev: str) -> str:
