@@ -344,7 +344,7 @@ class AuditLog:
         is kept with the last id when it was counted, and a later query counts only
         the rows appended since, through the primary key. A full count of a million rows
         held SQLite (on the event loop's thread) 13 ms, 190 ms filtered by layer; with
-        the running totals a page of 50 takes 2-3 ms there after the first.
+        the running totals a page of 50 takes 1-3 ms there after the first.
         """
         conditions = []
         if command_id is not None:
