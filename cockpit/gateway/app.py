@@ -126,6 +126,9 @@ def create_app(cockpit: Cockpit, *, manage_lifecycle: bool = True) -> Litestar:
         on_shutdown=[on_shutdown],
         request_max_body_size=cockpit.settings.gateway.max_body_bytes,
         middleware=[shedder.middleware],
+        # Logging is Cockpit's (JSON lines through loguru, configure_logging); Litestar's
+        # default config would reset the root logger to INFO in its own text format.
+        logging_config=None,
         exception_handlers={
             HTTPException: _http_error,
             DataError: _unstorable,

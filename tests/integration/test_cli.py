@@ -92,6 +92,26 @@ def test_serve_prints_a_key_once_and_stops_cleanly_on_sigterm(tmp_path: Path) ->
     assert "ck_" not in (tmp_path / "again.log").read_text()
 
 
+def test_serve_logs_only_json_lines(tmp_path: Path) -> None:
+    # Every library's log (SQLAlchemy's pool at shutdown, uvicorn, FastStream) reaches
+    # stderr as one JSON object per line, for the log pipeline to parse.
+    port = _port()
+    env = {**os.environ, "COCKPIT_DATA_DIR": str(tmp_path / "data"), "COCKPIT_LOG_LEVEL": "DEBUG"}
+    with open(tmp_path / "out.log", "w") as out, open(tmp_path / "err.log", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "cockpit", "serve", "--port", str(port)],
+                                cwd=REPO, env=env, stdout=out, stderr=err)
+        try:
+            _wait_healthy(port)
+            assert httpx.get(f"http://127.0.0.1:{port}/verdicts").status_code == 401
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+    # The start-up banner (the first key, the address) is indented text for a person.
+    lines = [line for line in (tmp_path / "err.log").read_text().splitlines() if line.strip() and line[0] != " "]
+    events = [json.loads(line) for line in lines]  # a plain-text log line fails here
+    assert any(e["event"] == "cockpit_stopped" for e in events)
+
+
 def test_apikey_lifecycle(tmp_path: Path) -> None:
     out = _cockpit(tmp_path, "apikey", "create", "--role", "VIEWER", "--name", "alice", "--totp")
     assert out.returncode == 0, out.stderr
