@@ -353,7 +353,6 @@ class AuditLog:
             conditions.append(AuditRow.agent_id == agent_id)
         if layer is not None:
             conditions.append(AuditRow.layer == layer)
-        table = AuditRow.__table__
         key = (command_id, agent_id, layer)
         async with self._db.reader.connect() as conn:  # Core rows: no ORM identity map to fill
             since, counted = self._totals.pop(key, (0, 0))
@@ -361,13 +360,12 @@ class AuditLog:
             if head < since:  # the table was emptied or restored from an older backup
                 (more, head), counted = await self._count(conn, 0, conditions), 0
             counted += more
-            since = head
-            self._totals[key] = (since, counted)
+            self._totals[key] = (head, counted)
             while len(self._totals) > _TOTALS_KEPT:
                 self._totals.popitem(last=False)
             rows = (
                 await conn.execute(
-                    select(table)
+                    select(_AUDIT)
                     .where(*conditions)
                     .order_by(AuditRow.id.desc())
                     .limit(max(1, min(limit, 1000)))
@@ -380,10 +378,9 @@ class AuditLog:
     async def _count(conn: Any, since: int, conditions: list[Any]) -> tuple[int, int]:
         """Rows matching ``conditions`` after id ``since``, and the last id: one
         statement, so both are read from the same snapshot."""
-        table = AuditRow.__table__
-        newer = [table.c.id > since] if since else []
-        matching = select(func.count()).select_from(table).where(*newer, *conditions).scalar_subquery()
-        head = select(func.max(table.c.id)).scalar_subquery()
+        newer = [_AUDIT.c.id > since] if since else []
+        matching = select(func.count()).select_from(_AUDIT).where(*newer, *conditions).scalar_subquery()
+        head = select(func.max(_AUDIT.c.id)).scalar_subquery()
         count, last = (await conn.execute(select(matching, head))).one()
         return int(count or 0), int(last or 0)
 
