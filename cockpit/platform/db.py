@@ -39,6 +39,7 @@ __all__ = [
     "Database",
     "JSONType",
     "UTCDateTime",
+    "increment",
     "insert_ignoring_duplicates",
     "migrate",
     "upsert",
@@ -363,3 +364,10 @@ def upsert(dialect: str, table: Any, keys: list[str], where: Any = None) -> Any:
     stmt = _insert(dialect, table)
     updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys and not c.primary_key}
     return stmt.on_conflict_do_update(index_elements=keys, set_=updates, where=where)
+
+
+def increment(dialect: str, table: Any, keys: list[str], column: str) -> Any:
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE SET column = column + excluded.column``:
+    adds to a counter row, creating it at the first use. Build it once."""
+    stmt = _insert(dialect, table)
+    return stmt.on_conflict_do_update(index_elements=keys, set_={column: table.c[column] + stmt.excluded[column]})

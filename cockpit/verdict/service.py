@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, literal_column, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from cockpit.events import (
@@ -22,10 +22,16 @@ from cockpit.events import (
     VerdictIssued,
 )
 from cockpit.platform.bus import Channel, EventBus
-from cockpit.platform.db import Database, utcnow
+from cockpit.platform.db import Database, increment, utcnow
 from cockpit.platform.metrics import Metrics
 from cockpit.platform.retry import until_done
-from cockpit.verdict.models import VerdictAgentRow, VerdictRow
+from cockpit.verdict.models import (
+    ACTIVE_DECEPTION,
+    ACTIVE_DECEPTION_INDEX,
+    VerdictAgentRow,
+    VerdictCountRow,
+    VerdictRow,
+)
 
 __all__ = ["IllegalTransition", "VerdictEngine", "VerdictFilters", "VerdictNotFound"]
 
@@ -56,6 +62,10 @@ class VerdictFilters:
 
 _VERDICTS = VerdictRow.__table__
 _VERDICT_AGENTS = VerdictAgentRow.__table__
+_COUNTS = VerdictCountRow.__table__
+#: the columns verdict_counts counts by: GET /verdicts filtered by these alone takes
+#: its total from there
+_COUNTED = ("fleet_id", "status", "severity", "category")
 _COLORS = {severity.value: color for severity, color in SEVERITY_COLORS.items()}
 # Built once: building a statement and its cache key costs ~70-100 us, more than
 # SQLite takes to run it, and every draft runs these.
@@ -98,6 +108,11 @@ def to_dict(row: Any) -> dict[str, Any]:
         "created_at": row.created_at.isoformat(),
         "updated_at": updated_at,
     }
+
+
+def _counted(row: Any) -> tuple[str, ...]:
+    """The verdict_counts row that counts ``row``."""
+    return tuple(getattr(row, name) for name in _COUNTED)
 
 
 @dataclass(slots=True)
@@ -167,6 +182,11 @@ class VerdictEngine:
         # fraction of a full read. Least recently used entries go first.
         self._wire: OrderedDict[str, tuple[datetime, dict[str, Any]]] = OrderedDict()
         self._wire_capacity = wire_cache
+        self._count = increment(db.dialect, _COUNTS, list(_COUNTED), "n")
+        # SQLite's planner, without statistics, prefers walking every DECEPTION verdict
+        # by the category index to the partial index that holds just these.
+        source = text(f"verdicts INDEXED BY {ACTIVE_DECEPTION_INDEX}") if db.dialect == "sqlite" else _VERDICTS
+        self._deceptive = select(literal_column("agent_id")).select_from(source).where(ACTIVE_DECEPTION).distinct()
 
     def register(self) -> None:
         """Subscribe to drafts (shared between replicas, taken in batches) and to
@@ -257,7 +277,23 @@ class VerdictEngine:
                     {"verdict_id": row.id, **{column: getattr(row, column) for column in _UPDATED}}
                     for row in updated
                 ])
+            counts: Counter[tuple[str, ...]] = Counter()
+            for row in created:
+                counts[_counted(row)] += 1
+            for row in updated:
+                before = current[row.fingerprint]
+                if before.severity != row.severity:  # a raised severity moves the verdict
+                    counts[_counted(before)] -= 1
+                    counts[_counted(row)] += 1
+            await self._add_counts(conn, counts)
         return list(touched.values())
+
+    async def _add_counts(self, conn: Any, counts: Counter[tuple[str, ...]]) -> None:
+        """Add to verdict_counts in the caller's transaction (rows in key order, so
+        that concurrent writers lock them in the same order)."""
+        rows = [dict(zip(_COUNTED, key, strict=True), n=n) for key, n in sorted(counts.items()) if n]
+        if rows:
+            await conn.execute(self._count, rows)
 
     async def on_command_confirmed(self, event: CommandConfirmed) -> None:
         """A completed command that names a verdict mitigates it."""
@@ -281,9 +317,12 @@ class VerdictEngine:
                 raise VerdictNotFound(verdict_id)
             if row.status != "ACTIVE":
                 raise IllegalTransition(f"verdict is {row.status}; only ACTIVE verdicts change status")
+            counts = Counter({_counted(row): -1})
             row.status = status
             row.mitigation_command_id = mitigation_command_id
             row.updated_at = utcnow()
+            counts[_counted(row)] += 1
+            await self._add_counts(await session.connection(), counts)
         data = to_dict(row)
         await self._bus.publish(
             Channel.VERDICTS, VerdictIssued(created=False, verdict=data), key=row.fleet_id
@@ -299,25 +338,25 @@ class VerdictEngine:
 
     async def list(self, f: VerdictFilters) -> tuple[list[dict[str, Any]], int]:
         """A page of verdicts, newest first, and the total matching. The dicts are
-        shared with later pages (read them, do not change them)."""
-        conditions = []
-        if f.status:
-            conditions.append(VerdictRow.status == f.status)
-        if f.severity:
-            conditions.append(VerdictRow.severity == f.severity)
-        if f.category:
-            conditions.append(VerdictRow.category == f.category)
-        if f.fleet_id:
-            conditions.append(VerdictRow.fleet_id == f.fleet_id)
+        shared with later pages (read them, do not change them). Filtered by the
+        counted columns alone, the total is the sum of a few verdict_counts rows;
+        by agent or time, the matching verdicts are counted."""
+        conditions = [_VERDICTS.c[name] == getattr(f, name) for name in _COUNTED if getattr(f, name)]
+        counted = [_COUNTS.c[name] == getattr(f, name) for name in _COUNTED if getattr(f, name)]
         if f.since:
-            conditions.append(VerdictRow.updated_at >= f.since)
+            conditions.append(_VERDICTS.c.updated_at >= f.since)
         if f.agent_id:
             # Named among agents_involved or as the target (verdict_agents holds both).
-            conditions.append(VerdictRow.id.in_(
+            conditions.append(_VERDICTS.c.id.in_(
                 select(_VERDICT_AGENTS.c.verdict_id).where(_VERDICT_AGENTS.c.agent_id == f.agent_id)
             ))
         async with self._db.reader.connect() as conn:  # Core rows: no ORM identity map to fill
-            total = await conn.scalar(select(func.count()).select_from(_VERDICTS).where(*conditions))
+            if f.since or f.agent_id:
+                total = await conn.scalar(select(func.count()).select_from(_VERDICTS).where(*conditions))
+            else:
+                total = await conn.scalar(select(func.sum(_COUNTS.c.n)).where(*counted))
+            if not total or total <= f.offset:  # nothing to walk the indexes for
+                return [], int(total or 0)
             page = (
                 await conn.execute(
                     select(_VERDICTS.c.id, _VERDICTS.c.updated_at)
@@ -345,34 +384,26 @@ class VerdictEngine:
         return items, int(total or 0)
 
     async def stats(self) -> dict[str, Any]:
-        """Counts by status, and active verdicts by severity and by category."""
-        async with self._db.sessions() as session:
-            by_status = dict(
-                (await session.execute(select(VerdictRow.status, func.count()).group_by(VerdictRow.status))).all()
-            )
-            active = (
-                await session.execute(
-                    select(VerdictRow.severity, VerdictRow.category, func.count())
-                    .where(VerdictRow.status == "ACTIVE")
-                    .group_by(VerdictRow.severity, VerdictRow.category)
-                )
-            ).all()
-            deceptive = (
-                await session.scalars(
-                    select(VerdictRow.agent_id).where(
-                        VerdictRow.status == "ACTIVE", VerdictRow.category == "DECEPTION"
-                    )
-                )
-            ).all()
+        """Counts by status, and active verdicts by severity and by category (from
+        verdict_counts), and the agents with an active DECEPTION verdict."""
+        async with self._db.reader.connect() as conn:
+            counts = (await conn.execute(
+                select(_COUNTS.c.status, _COUNTS.c.severity, _COUNTS.c.category, func.sum(_COUNTS.c.n))
+                .group_by(_COUNTS.c.status, _COUNTS.c.severity, _COUNTS.c.category)
+            )).all()
+            deceptive = (await conn.scalars(self._deceptive)).all()
+        by_status = dict.fromkeys(STATUSES, 0)
         by_severity = {s.value: 0 for s in Severity}
         by_category: dict[str, int] = {}
-        for severity, category, count in active:
-            by_severity[severity] = by_severity.get(severity, 0) + count
-            by_category[category] = by_category.get(category, 0) + count
+        for status, severity, category, n in counts:
+            by_status[status] = by_status.get(status, 0) + int(n)
+            if status == "ACTIVE" and n:
+                by_severity[severity] = by_severity.get(severity, 0) + int(n)
+                by_category[category] = by_category.get(category, 0) + int(n)
         return {
             "total": sum(by_status.values()),
-            "by_status": {s: int(by_status.get(s, 0)) for s in STATUSES},
+            "by_status": by_status,
             "active_by_severity": by_severity,
             "active_by_category": by_category,
-            "deceptive_agents": sorted(set(deceptive)),
+            "deceptive_agents": sorted(deceptive),
         }

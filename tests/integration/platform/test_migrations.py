@@ -104,3 +104,26 @@ def test_verdicts_written_before_0003_are_found_by_agent(database_url: str) -> N
         assert links == {("alpha", "v1"), ("bravo", "v1"), ("charlie", "v1"), ("delta", "v2"), ("alpha", "v3")}
     finally:
         engine.dispose()
+
+
+def test_verdicts_written_before_0008_are_counted(database_url: str) -> None:
+    """0008 fills verdict_counts from the verdicts already stored."""
+    _alembic(database_url, "upgrade", "0007")
+    engine = create_engine(_sync(database_url))
+    try:
+        with engine.begin() as conn:
+            for vid, fleet, status, severity in (("v1", "f1", "ACTIVE", "LOW"), ("v2", "f1", "ACTIVE", "LOW"),
+                                                 ("v3", "f1", "DISMISSED", "LOW"), ("v4", "f2", "ACTIVE", "HIGH")):
+                conn.execute(text(
+                    "INSERT INTO verdicts (id, fingerprint, fleet_id, agent_id, final_verdict, category, severity, "
+                    "title, agents_involved, target, evidence_chain, confidence, recommended_action, status, "
+                    "created_at, updated_at) VALUES (:id, :id, :fleet, 'a', 'ALLIANCE', 'ALLIANCE', :severity, 't', "
+                    "'[\"a\"]', NULL, '[]', 0.5, 'MONITOR', :status, :now, :now)"),
+                    {"id": vid, "fleet": fleet, "status": status, "severity": severity, "now": "2026-11-28 00:00:00"})
+        _alembic(database_url, "upgrade", "head")
+        with engine.connect() as conn:
+            counts = set(conn.execute(text("SELECT fleet_id, status, severity, category, n FROM verdict_counts")).all())
+        assert counts == {("f1", "ACTIVE", "LOW", "ALLIANCE", 2), ("f1", "DISMISSED", "LOW", "ALLIANCE", 1),
+                          ("f2", "ACTIVE", "HIGH", "ALLIANCE", 1)}
+    finally:
+        engine.dispose()

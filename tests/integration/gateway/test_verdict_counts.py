@@ -1,0 +1,103 @@
+"""The totals of ``GET /verdicts`` and the counts of ``GET /verdicts/stats`` come from
+``verdict_counts``, kept in the transactions that write verdicts: whatever creates a
+verdict, raises its severity or changes its status (here or in another replica),
+every filter's total still equals the number of verdicts it lists."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any
+
+from sqlalchemy import func, select
+
+from cockpit.events.verdict import Category, Severity, VerdictDrafted
+from cockpit.platform.metrics import Metrics
+from cockpit.verdict.models import VerdictRow
+from cockpit.verdict.service import VerdictEngine
+from tests.integration.gateway.conftest import Harness
+
+_CATEGORIES = (Category.ALLIANCE, Category.DECEPTION, Category.THREAT)
+_SEVERITIES = (Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL)
+
+
+def draft(n: int, severity: Severity, evidence: str) -> VerdictDrafted:
+    category = _CATEGORIES[n % 3]
+    return VerdictDrafted(
+        fingerprint=f"count-{n}", fleet_id=f"fleet-{n % 2}", category=category, severity=severity,
+        title=f"situation {n}", agents_involved=[f"agent-{n % 4}"], evidence_chain=[evidence],
+        confidence=0.7, recommended_action="MONITOR",
+    )
+
+
+async def listed(h: Harness, **params: Any) -> tuple[set[str], int]:
+    """Every verdict id the filter lists (page by page) and the total it reports."""
+    ids: set[str] = set()
+    total = None
+    for offset in itertools.count(0, 7):
+        r = await h.client.get("/verdicts", params={**params, "limit": 7, "offset": offset},
+                               headers=h.headers("VIEWER"))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert total is None or body["total"] == total
+        total = body["total"]
+        ids |= {v["id"] for v in body["items"]}
+        if not body["items"]:
+            return ids, total
+
+
+async def stored(h: Harness, **where: str) -> int:
+    async with h.cockpit.db.reader.connect() as conn:
+        table = VerdictRow.__table__
+        return int(await conn.scalar(select(func.count()).select_from(table).where(
+            *(table.c[k] == v for k, v in where.items()))) or 0)
+
+
+async def check(h: Harness) -> None:
+    for params in ({}, {"status": "ACTIVE"}, {"status": "DISMISSED"}, {"severity": "CRITICAL"},
+                   {"category": "DECEPTION", "status": "ACTIVE"}, {"fleet_id": "fleet-1", "severity": "LOW"},
+                   {"status": "MITIGATED", "severity": "HIGH", "category": "ALLIANCE", "fleet_id": "fleet-0"}):
+        ids, total = await listed(h, **params)
+        assert total == len(ids) == await stored(h, **params), params
+    stats = (await h.client.get("/verdicts/stats", headers=h.headers("VIEWER"))).json()
+    assert stats["total"] == await stored(h)
+    assert stats["by_status"] == {s: await stored(h, status=s) for s in ("ACTIVE", "MITIGATED", "DISMISSED")}
+    assert stats["active_by_severity"] == {s.value: await stored(h, status="ACTIVE", severity=s.value)
+                                           for s in _SEVERITIES}
+    assert stats["active_by_category"] == {c.value: n for c in _CATEGORIES
+                                           if (n := await stored(h, status="ACTIVE", category=c.value))}
+    async with h.cockpit.db.reader.connect() as conn:
+        table = VerdictRow.__table__
+        deceptive = (await conn.scalars(select(table.c.agent_id).distinct().where(
+            table.c.status == "ACTIVE", table.c.category == "DECEPTION"))).all()
+    assert stats["deceptive_agents"] == sorted(deceptive) and deceptive
+
+
+async def test_totals_and_stats_follow_every_change_to_the_verdicts(harness: Harness) -> None:
+    h = harness
+    rng = random.Random(7)
+    engine = h.cockpit.verdicts
+    other = VerdictEngine(h.cockpit.db, h.cockpit.bus, Metrics())  # another replica
+    await engine.on_drafts([draft(n, rng.choice(_SEVERITIES[:2]), f"m-{n}") for n in range(40)])
+    await check(h)
+
+    # Later drafts raise some severities (in batches, one of them from the other replica).
+    await engine.on_drafts([draft(n, Severity.HIGH, f"m-{n}-b") for n in range(0, 40, 3)])
+    await other.on_drafts([draft(n, Severity.CRITICAL, f"m-{n}-c") for n in range(0, 40, 5)])
+    await check(h)
+
+    # Operators resolve some, the kill switch mitigates others; resolved situations
+    # drafted again open new ACTIVE verdicts.
+    ids, _ = await listed(h, status="ACTIVE")
+    for i, verdict_id in enumerate(sorted(ids)[:25]):
+        body = {"status": "DISMISSED"} if i % 2 else {"status": "MITIGATED", "mitigation_command_id": f"cmd-{i}"}
+        r = await h.client.patch(f"/verdicts/{verdict_id}", json=body, headers=h.headers())
+        assert r.status_code == 200, r.text
+    r = await h.client.patch(f"/verdicts/{min(ids)}", json={"status": "DISMISSED"}, headers=h.headers())
+    assert r.status_code == 409  # a refused change counts nothing
+    await other.on_drafts([draft(n, Severity.MEDIUM, f"m-{n}-d") for n in range(10)])
+    await check(h)
+
+    # A page past the end is empty and still says how many there are.
+    r = await h.client.get("/verdicts", params={"status": "ACTIVE", "offset": 1000}, headers=h.headers("VIEWER"))
+    assert r.json()["items"] == [] and r.json()["total"] == await stored(h, status="ACTIVE")
