@@ -104,14 +104,23 @@ class AgentRegistry:
         # Cleared by every write below.
         self._tokens: TtlCache[str, tuple[str, bool]] = TtlCache(cache_seconds)
         self._mutes: TtlCache[str, dict[str, datetime]] = TtlCache(cache_seconds)
+        #: status changes this replica wrote (a read of the MUTED set that one raced
+        #: is not cached)
+        self._status_writes = 0
 
-    def _changed(self, *, tokens: bool = True) -> None:
-        """Forget cached reads after a write; ``tokens=False`` for writes that cannot
-        change whether a token is usable (mutes, freezes, constraints), so a burst of
-        MUTEs does not send every agent's next request back to the database."""
-        if tokens:
-            self._tokens.clear()
-        self._mutes.clear()
+    def _status_changed(self, agent_id: str, status: str, muted_until: datetime | None) -> None:
+        """Apply a status change this replica wrote to the cached MUTED set, instead
+        of dropping it: under a burst of MUTEs, every agent's next telemetry request
+        would otherwise read every MUTED agent again. Other replicas' changes show
+        when the cached set expires."""
+        self._status_writes += 1
+        mutes = self._mutes.get("all")
+        if mutes is TtlCache.MISSING:
+            return
+        if status == "MUTED":
+            mutes[agent_id] = muted_until or _FOREVER  # type: ignore[index]
+        else:
+            mutes.pop(agent_id, None)  # type: ignore[attr-defined]
 
     # -- registration and reads -------------------------------------------------
 
@@ -151,7 +160,7 @@ class AgentRegistry:
                 session.add(row)
         except IntegrityError as exc:  # a concurrent registration of the same id
             raise AgentExists(f"agent {agent_id!r} is already registered") from exc
-        self._changed()
+        self._tokens.clear()
         return {**to_dict(row), "token": token}
 
     async def get(self, agent_id: str) -> dict[str, Any]:
@@ -245,12 +254,14 @@ class AgentRegistry:
             return set()
         mutes = self._mutes.get("all")
         if mutes is TtlCache.MISSING:
+            writes = self._status_writes
             async with self._db.reader.connect() as conn:
                 rows = (await conn.execute(
                     select(AgentRow.id, AgentRow.muted_until).where(AgentRow.status == "MUTED")
                 )).all()
             mutes = {agent_id: until or _FOREVER for agent_id, until in rows}
-            self._mutes.put("all", mutes)
+            if writes == self._status_writes:  # else the read may predate a change
+                self._mutes.put("all", mutes)
         now = utcnow()
         return {i for i in agent_ids if (until := mutes.get(i)) is not None and until > now}  # type: ignore[attr-defined]
 
@@ -283,7 +294,9 @@ class AgentRegistry:
         if row is None:
             raise AgentNotFound(f"agent {agent_id!r} not found")
         # A token stops working when its agent is TERMINATED or it is revoked.
-        self._changed(tokens=status == "TERMINATED" or "token_revoked_at" in values)
+        if status == "TERMINATED" or "token_revoked_at" in values:
+            self._tokens.clear()
+        self._status_changed(row.id, row.status, row.muted_until)
         return row  # type: ignore[return-value]
 
     async def revoke_token(self, agent_id: str) -> AgentRow:
@@ -293,7 +306,7 @@ class AgentRegistry:
                 update(AgentRow).where(AgentRow.id == agent_id, AgentRow.token_revoked_at.is_(None))
                 .values(token_revoked_at=utcnow(), updated_at=utcnow())
             )
-        self._changed()
+        self._tokens.clear()
         return await self.row(agent_id)
 
     async def set_frozen(self, agent_id: str, frozen: bool) -> None:
@@ -301,7 +314,6 @@ class AgentRegistry:
             await session.execute(
                 update(AgentRow).where(AgentRow.id == agent_id).values(frozen=frozen, updated_at=utcnow())
             )
-        self._changed(tokens=False)
 
     async def add_constraint(self, agent_id: str, constraint: dict[str, Any]) -> AgentRow:
         """Append a constraint to the agent's record."""
@@ -311,7 +323,6 @@ class AgentRegistry:
                 raise AgentNotFound(f"agent {agent_id!r} not found")
             row.constraints = [*(row.constraints or []), constraint]
             row.updated_at = utcnow()
-        self._changed(tokens=False)
         return row
 
     async def expired_mutes(self, now: datetime) -> list[AgentRow]:
@@ -330,6 +341,8 @@ class AgentRegistry:
                     AgentRow.id == agent_id, AgentRow.status == "MUTED", AgentRow.muted_until <= now,
                 ).values(status="ACTIVE", muted_until=None, updated_at=utcnow())
             )
-        self._changed(tokens=False)
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        if result.rowcount:  # type: ignore[attr-defined]
+            self._status_changed(agent_id, "ACTIVE", None)
+            return True
+        return False
 
