@@ -15,9 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
+import sys
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +24,10 @@ from sqlalchemy import func, insert, select, text
 
 from cockpit.c2l.audit import AuditLog
 from cockpit.c2l.models import AuditRow
-from cockpit.platform.db import Database, migrate
+from cockpit.platform.db import Database
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from querybench import fresh_database, row, timed
 
 _LAYERS = ("api", "executor", "layer1_network", "layer2_process", "system")
 _CHUNK = 5000
@@ -43,15 +45,6 @@ async def fill(db: Database, rows: int) -> None:
         ]
         async with db.engine.begin() as conn:
             await conn.execute(insert(table), batch)
-
-
-async def timed(fn: Callable[[], Awaitable[object]], repeat: int) -> list[float]:
-    out = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        await fn()
-        out.append((time.perf_counter() - started) * 1000)
-    return out
 
 
 async def run(url: str, rows: int) -> None:
@@ -75,7 +68,7 @@ async def run(url: str, rows: int) -> None:
             first = await timed(lambda kw=kw: audit.query(limit=50, **kw), 1)
             rest = await timed(lambda kw=kw: audit.query(limit=50, **kw), 20)
             _, total = await audit.query(limit=1, **kw)
-            print(f"| {label} | {first[0]:.2f} ms | {statistics.median(rest):.2f} ms | {max(rest):.2f} ms | {total:,} |")
+            print(row(label, first, rest, total))
     finally:
         await db.dispose()
 
@@ -85,9 +78,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--database-url")
     args = parser.parse_args()
-    url = args.database_url or f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp(prefix='cockpit-bench-')) / 'audit.db'}"
-    migrate(url)  # runs its own event loop
-    asyncio.run(run(url, args.rows))
+    asyncio.run(run(fresh_database(args.database_url, "audit.db"), args.rows))
 
 
 if __name__ == "__main__":

@@ -18,9 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
+import sys
 import time
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,9 +27,12 @@ from sqlalchemy import inspect, text
 
 from cockpit.events.verdict import Category, Severity, VerdictDrafted
 from cockpit.platform.bus import EventBus
-from cockpit.platform.db import Database, migrate, utcnow
+from cockpit.platform.db import Database, utcnow
 from cockpit.platform.metrics import Metrics
 from cockpit.verdict.service import VerdictEngine, VerdictFilters
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from querybench import fresh_database, row, timed
 
 _CATEGORIES = (Category.ALLIANCE, Category.COLLUSION, Category.DECEPTION, Category.INCONSISTENCY)
 _SEVERITIES = (Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL)
@@ -65,15 +67,6 @@ async def fill(engine: VerdictEngine, db: Database, verdicts: int) -> None:
                 " GROUP BY fleet_id, status, severity, category"))
 
 
-async def timed(fn: Callable[[], Awaitable[object]], repeat: int) -> list[float]:
-    out = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        await fn()
-        out.append((time.perf_counter() - started) * 1000)
-    return out
-
-
 async def run(url: str, verdicts: int) -> None:
     db = Database(url)
     engine = VerdictEngine(db, EventBus({}), Metrics())
@@ -105,13 +98,11 @@ async def run(url: str, verdicts: int) -> None:
             first = await timed(lambda f=filters: engine.list(f), 1)
             rest = await timed(lambda f=filters: engine.list(f), 20)
             _, total = await engine.list(filters)
-            print(f"| {label} | {first[0]:.2f} ms | {statistics.median(rest):.2f} ms | {max(rest):.2f} ms"
-                  f" | {total:,} |")
+            print(row(label, first, rest, total))
         first = await timed(engine.stats, 1)
         rest = await timed(engine.stats, 20)
         stats = await engine.stats()
-        print(f"| /verdicts/stats | {first[0]:.2f} ms | {statistics.median(rest):.2f} ms | {max(rest):.2f} ms"
-              f" | {stats['total']:,} |")
+        print(row("/verdicts/stats", first, rest, stats["total"]))
         # The write side: what a batch of 50 new drafts costs with this many verdicts.
         writes = []
         for n in range(20):
@@ -127,9 +118,7 @@ def main() -> None:
     parser.add_argument("--verdicts", type=int, default=500_000)
     parser.add_argument("--database-url")
     args = parser.parse_args()
-    url = args.database_url or f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp(prefix='cockpit-bench-')) / 'verdicts.db'}"
-    migrate(url)  # runs its own event loop
-    asyncio.run(run(url, args.verdicts))
+    asyncio.run(run(fresh_database(args.database_url, "verdicts.db"), args.verdicts))
 
 
 if __name__ == "__main__":
