@@ -1,10 +1,11 @@
 """Server CPU per request of each kind in the runbook mix, and what the mix needs.
 
-    python bench/bench_cpu.py [--requests 2000] [--concurrency 8] [--rate 1450]
+    python bench/bench_cpu.py [--requests 2000] [--concurrency 8] [--rate 1450] [--history 3000]
                               [--database-url ... --nats-url ... --kafka-url ...]
 
 Starts a real ``cockpit serve`` (its own process), registers agents and fills it
-with 3,000 requests of the mix (verdicts, audit rows and commands to read), then
+with ``--history`` requests of the mix (3,000: verdicts, audit rows and commands to
+read; more to see what a request costs once the tables have grown), then
 sends ``--requests`` requests of one kind at a time, closed loop, ``--concurrency``
 at once, exactly as ``load.py`` builds them. For each kind it reports the CPU time
 the server process spent (user + system, all its threads, from ``/proc``) per
@@ -68,16 +69,23 @@ async def _settled(pid: int, quiet: float = 0.02, window: float = 0.5, limit: fl
             return
 
 
-async def measure(base: str, key: str, pid: int, requests: int, concurrency: int) -> dict[str, dict[str, float]]:
+async def measure(base: str, key: str, pid: int, requests: int, concurrency: int,
+                  history: int) -> dict[str, dict[str, float]]:
     rnd = random.Random(7)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
         traffic = Traffic(key, await populate(session, base, key, 200), rnd, [key])
         endpoints, weights = list(MIX), list(MIX.values())
-        # 3,000 requests of the mix first, so reads have verdicts, audits and commands to read.
-        for endpoint in rnd.choices(endpoints, weights, k=3000):
-            await _closed_loop(session, base, traffic, endpoint, 1, 1)
-        await _settled(pid)
+        # ``history`` requests of the mix first, so reads have verdicts, audits and
+        # commands to read (and the tables are as large as after that much traffic).
+        mix = iter(rnd.choices(endpoints, weights, k=history))
+
+        async def fill() -> None:
+            for endpoint in mix:
+                await _closed_loop(session, base, traffic, endpoint, 1, 1)
+
+        await asyncio.gather(*(fill() for _ in range(concurrency if history > 3000 else 1)))
+        await _settled(pid, limit=120.0)
         idle_from, idle_start = cpu_seconds(pid), time.monotonic()
         await asyncio.sleep(3.0)
         idle = (cpu_seconds(pid) - idle_from) / (time.monotonic() - idle_start)
@@ -102,6 +110,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="requests of each kind")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rate", type=float, default=1450, help="the mix's rate to weigh the costs at")
+    parser.add_argument("--history", type=int, default=3000,
+                        help="requests of the mix sent first (past 3,000, --concurrency at a time)")
     parser.add_argument("--database-url")
     parser.add_argument("--nats-url")
     parser.add_argument("--kafka-url")
@@ -109,10 +119,11 @@ def main() -> None:
     server = start_server({"COCKPIT_C2L__RATE_LIMITS": RAISED_LIMITS, **backend_env(args)})
     try:
         costs = asyncio.run(measure(server.base_url, server.key, server.process.pid, args.requests,
-                                    args.concurrency))
+                                    args.concurrency, args.history))
     finally:
         server.stop()
-    print(f"server CPU per request ({args.requests} of each kind, {args.concurrency} at a time; "
+    print(f"server CPU per request ({args.requests} of each kind, {args.concurrency} at a time, after "
+          f"{args.history:,} requests of the mix; "
           f"idle server {costs['idle']['cpu_ms'] / 10:.1f} % of a core, subtracted)")
     print("| request | share of the mix | CPU ms per request | closed-loop req/s | ok | CPU s/s at the mix's rate |")
     print("|---|---|---|---|---|---|")
