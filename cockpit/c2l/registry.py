@@ -101,7 +101,8 @@ class AgentRegistry:
         self._db = db
         # Hot reads on every telemetry request: token -> (agent, usable), and the
         # whole set of MUTED agents (few, so one query refreshes it for every agent).
-        # Cleared by every write below.
+        # Tokens are forgotten by the writes that can change their use; the MUTED set
+        # follows this replica's status changes (``_status_changed``).
         self._tokens: TtlCache[str, tuple[str, bool]] = TtlCache(cache_seconds)
         self._mutes: TtlCache[str, dict[str, datetime]] = TtlCache(cache_seconds)
         #: status changes this replica wrote (a read of the MUTED set that one raced
