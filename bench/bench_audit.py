@@ -27,7 +27,7 @@ from cockpit.c2l.models import AuditRow
 from cockpit.platform.db import Database
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from querybench import fresh_database, row, timed
+from querybench import HEADER, fresh_database, page_row, timed
 
 _LAYERS = ("api", "executor", "layer1_network", "layer2_process", "system")
 _CHUNK = 5000
@@ -60,15 +60,11 @@ async def run(url: str, rows: int) -> None:
             full = await timed(lambda: conn.scalar(select(func.count()).select_from(AuditRow.__table__)), 5)
         print(f"full count(*) of the table: median {statistics.median(full):.2f} ms")
         audit = AuditLog(db)
-        print("| filter | first query | next 20, median | next 20, max | total |")
-        print("|---|---|---|---|---|")
+        print(HEADER)
         for label, kw in (("none", {}), ("layer=executor", {"layer": "executor"}),
                           ("layer=unknown", {"layer": "unknown"}), ("agent_id=agent-7", {"agent_id": "agent-7"}),
                           ("command_id=cmd-77", {"command_id": "cmd-77"})):
-            first = await timed(lambda kw=kw: audit.query(limit=50, **kw), 1)
-            rest = await timed(lambda kw=kw: audit.query(limit=50, **kw), 20)
-            _, total = await audit.query(limit=1, **kw)
-            print(row(label, first, rest, total))
+            print(await page_row(label, lambda kw=kw: audit.query(limit=50, **kw)))
     finally:
         await db.dispose()
 

@@ -22,6 +22,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import inspect, text
 
@@ -32,7 +33,7 @@ from cockpit.platform.metrics import Metrics
 from cockpit.verdict.service import VerdictEngine, VerdictFilters
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from querybench import fresh_database, row, timed
+from querybench import HEADER, fresh_database, page_row, timed
 
 _CATEGORIES = (Category.ALLIANCE, Category.COLLUSION, Category.DECEPTION, Category.INCONSISTENCY)
 _SEVERITIES = (Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL)
@@ -81,8 +82,7 @@ async def run(url: str, verdicts: int) -> None:
                 autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
                 await autocommit.execute(text("VACUUM ANALYZE"))
         hour_ago = utcnow() - timedelta(hours=1)
-        print("| query | first | next 20, median | next 20, max | total |")
-        print("|---|---|---|---|---|")
+        print(HEADER)
         for label, filters in (
             ("none", VerdictFilters()),
             ("status=ACTIVE", VerdictFilters(status="ACTIVE")),
@@ -95,14 +95,13 @@ async def run(url: str, verdicts: int) -> None:
             ("since=an hour ago", VerdictFilters(since=hour_ago)),
             ("offset=10000", VerdictFilters(offset=10_000)),
         ):
-            first = await timed(lambda f=filters: engine.list(f), 1)
-            rest = await timed(lambda f=filters: engine.list(f), 20)
-            _, total = await engine.list(filters)
-            print(row(label, first, rest, total))
-        first = await timed(engine.stats, 1)
-        rest = await timed(engine.stats, 20)
-        stats = await engine.stats()
-        print(row("/verdicts/stats", first, rest, stats["total"]))
+            print(await page_row(label, lambda f=filters: engine.list(f)))
+
+        async def stats() -> tuple[dict[str, Any], int]:
+            counts = await engine.stats()
+            return counts, counts["total"]
+
+        print(await page_row("/verdicts/stats", stats))
         # The write side: what a batch of 50 new drafts costs with this many verdicts.
         writes = []
         for n in range(20):

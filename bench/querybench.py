@@ -10,10 +10,14 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from cockpit.platform.db import migrate
 
-__all__ = ["fresh_database", "row", "timed"]
+__all__ = ["HEADER", "fresh_database", "page_row", "timed"]
+
+#: the header of the table :func:`page_row` writes rows of
+HEADER = "| query | first | next 20, median | next 20, max | total |\n|---|---|---|---|---|"
 
 
 def fresh_database(url: str | None, filename: str) -> str:
@@ -34,7 +38,12 @@ async def timed(fn: Callable[[], Awaitable[object]], repeat: int) -> list[float]
     return out
 
 
-def row(label: str, first: list[float], rest: list[float], total: int) -> str:
-    """A Markdown table row: the first query, the median and max of the rest, the total."""
+async def page_row(label: str, query: Callable[[], Awaitable[tuple[Any, int]]]) -> str:
+    """Time ``query`` (a page and its total, as the API serves them) once, then 20
+    more times: a Markdown table row of the first, the median and max of the rest,
+    and the total."""
+    first = await timed(query, 1)
+    rest = await timed(query, 20)
+    _, total = await query()
     return (f"| {label} | {first[0]:.2f} ms | {statistics.median(rest):.2f} ms | {max(rest):.2f} ms"
             f" | {total:,} |")
