@@ -341,8 +341,9 @@ class VerdictEngine:
         shared with later pages (read them, do not change them). Filtered by the
         counted columns alone, the total is the sum of a few verdict_counts rows;
         by agent or time, the matching verdicts are counted."""
-        conditions = [_VERDICTS.c[name] == getattr(f, name) for name in _COUNTED if getattr(f, name)]
-        counted = [_COUNTS.c[name] == getattr(f, name) for name in _COUNTED if getattr(f, name)]
+        given = {name: value for name in _COUNTED if (value := getattr(f, name))}
+        conditions = [_VERDICTS.c[name] == value for name, value in given.items()]
+        counted = [_COUNTS.c[name] == value for name, value in given.items()]
         if f.since:
             conditions.append(_VERDICTS.c.updated_at >= f.since)
         if f.agent_id:
