@@ -146,6 +146,11 @@ def partition_transform(channel: Channel, partitions: int) -> tuple[str, str]:
     return f"{prefix}.*", f"{prefix}.{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}"
 
 
+def partition_durable(channel: Channel, partition: int) -> str:
+    """The JetStream durable consumer of one partition."""
+    return f"{GROUPS[channel]}-{partition}"
+
+
 def partition_subject(channel: Channel, partition: int) -> str:
     """The stored subjects of one partition (after :func:`partition_transform`)."""
     return f"{_subject_prefix(channel)}.{partition}.*"
@@ -440,6 +445,8 @@ class PartitionLeases:
     ttl: float
     instance: str
     owned: dict[int, _Lease] = field(default_factory=dict)
+    #: messages of owned partitions being handled (or waiting their turn), by id
+    in_flight: dict[int, Any] = field(default_factory=dict)
     _unadopted: set[int] = field(default_factory=set)
     _kv: Any = None
     _task: asyncio.Task[None] | None = None
@@ -481,9 +488,18 @@ class PartitionLeases:
         with contextlib.suppress(Exception):
             await self._kv.delete(f"replica.{self.instance}")
 
+    async def touch(self) -> None:
+        """Tell JetStream the messages in flight are still being worked on: past its
+        acknowledgement deadline, a message can be delivered again even though its
+        handler acknowledges it just before the next fetch."""
+        for message in list(self.in_flight.values()):
+            with contextlib.suppress(Exception):  # acknowledged meanwhile, or NATS away
+                await message.in_progress()
+
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.ttl / 3)
+            await self.touch()
             try:
                 await self.tick()
             except Exception as exc:  # noqa: BLE001 - NATS away: leases lapse, consumers stop
@@ -622,14 +638,18 @@ class NatsTransport:
         self._connected = False
         self.leases: list[PartitionLeases] = []
 
-    def _durable(self, subject: str, durable: str, stream_name: str, *, persistent: bool = True) -> Any:
+    def _durable(self, subject: str, durable: str, stream_name: str, *, persistent: bool = True,
+                 ack_wait: float | None = None) -> Any:
         from faststream.nats import JStream, PullSub
+        from nats.js.api import ConsumerConfig
 
         return self.broker.subscriber(
             subject,
             # Declared in start() (with the partition transform), never by FastStream.
             stream=JStream(stream_name, declare=False),
             durable=durable,
+            # Used when the consumer is created; start() sets it on existing partition consumers.
+            config=ConsumerConfig(filter_subjects=[], ack_wait=ack_wait) if ack_wait else None,
             pull_sub=PullSub(batch_size=64, timeout=1.0),
             persistent=persistent,
         )
@@ -646,22 +666,35 @@ class NatsTransport:
             self.broker.subscriber(nats_subject(sub.channel, sub.key))(_decoded(sub))
 
     async def consume_partition(self, leases: PartitionLeases, partition: int) -> Any:
-        """Start the durable consumer of one partition (its lease just taken)."""
+        """Start the durable consumer of one partition (its lease just taken).
+
+        Its acknowledgement deadline is the lease's length: a message delivered to a
+        replica that then stopped consuming the partition without handling it (in the
+        pull request still open when it handed the partition over, or when it died)
+        goes to the next owner after that long, not after JetStream's default 30 s.
+        Messages being handled, or waiting their turn, are kept with a progress signal
+        every third of a lease (:meth:`PartitionLeases.touch`)."""
+        from faststream import Context
         from faststream.exceptions import NackMessage
 
         sub = leases.sub
-        subscriber = self._durable(partition_subject(sub.channel, partition),
-                                   f"{GROUPS[sub.channel]}-{partition}", JS_STREAM_OF[sub.channel], persistent=False)
+        subscriber = self._durable(partition_subject(sub.channel, partition), partition_durable(sub.channel, partition),
+                                   JS_STREAM_OF[sub.channel], persistent=False, ack_wait=leases.ttl)
         decoded = _decoded(sub)
 
-        async def handler(body: Any) -> None:
+        # FastStream injects the message being handled (for its progress signals).
+        async def handler(body: Any, message: Any = Context("message")) -> None:  # noqa: B008
             # A renewal overdue (a busy loop) is made now; a lease lost is handed back:
             # JetStream redelivers the message, to the owner once there is one.
             if not leases.valid(partition) and not await leases.renew(partition, lapsed_only=True):
                 raise NackMessage(delay=leases.ttl / 3)
-            await decoded(body)
+            leases.in_flight[id(message)] = message
+            try:
+                await decoded(body)
+            finally:
+                del leases.in_flight[id(message)]
 
-        handler.__annotations__ = decoded.__annotations__
+        handler.__annotations__ = {**decoded.__annotations__, "message": Any}
         handler.__name__ = decoded.__name__
         subscriber(handler)
         await subscriber.start()
@@ -697,6 +730,14 @@ class NatsTransport:
                 with contextlib.suppress(NotFoundError):
                     await js.delete_consumer(name, GROUPS[channel])
                     logger.info("nats_consumer_retired", stream=name, consumer=GROUPS[channel])
+                # Partition consumers made by an earlier release (or with another lease
+                # length) keep their acknowledgement deadline until it is changed here.
+                for partition in range(self.partitions):
+                    with contextlib.suppress(NotFoundError):
+                        config = (await js.consumer_info(name, partition_durable(channel, partition))).config
+                        if config.ack_wait != self._lease_seconds:
+                            config.ack_wait = self._lease_seconds
+                            await js.add_consumer(name, config=config)
         await self.broker.start()
         for leases in self.leases:
             await leases.start()

@@ -17,7 +17,15 @@ from cockpit.events import (
     VerdictDrafted,
     VerdictIssued,
 )
-from cockpit.platform.bus import Channel, EventBus, build_bus, kafka_partition_of
+from cockpit.platform.bus import (
+    Channel,
+    EventBus,
+    build_bus,
+    kafka_partition_of,
+    partition_durable,
+    partition_of,
+    partition_subject,
+)
 
 
 async def _wait_for(predicate: Callable[[], bool], timeout: float) -> None:
@@ -225,6 +233,56 @@ async def test_the_unpartitioned_telemetry_consumer_of_earlier_releases_is_retir
             await js.consumer_info("cockpit-telemetry", "narrative-filter")
     finally:
         await restarted.stop()
+
+
+@pytest.mark.nats
+async def test_a_partition_message_a_vanished_consumer_held_reaches_the_next_owner_within_a_lease(
+        nats_url: str) -> None:
+    """A replica that fetched a fleet's message and stopped reading without handling it
+    (it handed the partition over mid-pull, or died): the next owner gets the message
+    once a lease has passed, not after JetStream's default 30 s, even from a consumer
+    an earlier release made with that default. A message handled for longer than a
+    lease is not delivered a second time meanwhile."""
+    from nats.js.api import ConsumerConfig
+
+    lease = 2.0
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+    stream, durable = "cockpit-telemetry", partition_durable(Channel.TELEMETRY, partition_of(fleet, 16))
+    publisher = build_bus(nats_url, None, nats_lease_seconds=lease)
+    await publisher.start()
+    js = publisher.routes[Channel.TELEMETRY].broker.connection.jetstream()  # type: ignore[attr-defined]
+    deliveries: list[float] = []
+
+    async def on_telemetry(event: TelemetryReceived) -> None:
+        if event.fleet_id == fleet:
+            deliveries.append(asyncio.get_running_loop().time())
+            await asyncio.sleep(3 * lease)  # longer than the acknowledgement deadline
+
+    consumer = build_bus(nats_url, None, nats_lease_seconds=lease)
+    consumer.subscribe(Channel.TELEMETRY, TelemetryReceived, on_telemetry, shared=True)
+    try:
+        await js.add_consumer(stream, ConsumerConfig(
+            durable_name=durable, filter_subject=partition_subject(Channel.TELEMETRY, partition_of(fleet, 16)),
+            ack_wait=30))
+        await publisher.publish(Channel.TELEMETRY, _telemetry(fleet, 1), key=fleet)
+        # The vanished replica: it pulls the message (and whatever else waited there)
+        # and goes away without acknowledging it.
+        pull = await js.pull_subscribe_bind(durable=durable, stream=stream)
+        held: list[str] = []
+        while not any(subject.endswith(f".{fleet}") for subject in held):
+            held += [m.subject for m in await pull.fetch(batch=100, timeout=5)]
+        await pull.unsubscribe()
+        vanished = asyncio.get_running_loop().time()
+
+        await consumer.start()
+        assert (await js.consumer_info(stream, durable)).config.ack_wait == lease
+        await _wait_for(lambda: len(deliveries) == 1, timeout=10)
+        assert deliveries[0] - vanished < 2 * lease + 1.0
+        await asyncio.sleep(4 * lease)  # its handling (3 leases) and one more
+        assert len(deliveries) == 1
+    finally:
+        await consumer.stop()
+        await publisher.stop()
 
 
 async def test_in_process_telemetry_takes_turns_between_fleets() -> None:
