@@ -67,6 +67,8 @@ class NarrativeFilter:
             self._ingest_group)
         self.max_backlog = max_backlog
         self._backlog = 0
+        #: fleet -> (its analyzer and message count, monotonic time) at its last alliance snapshot
+        self._alliances_written: dict[str, tuple[tuple[int, int], float]] = {}
         #: while the bound is reached: messages waiting for analysis, by sending agent
         self._waiting_by_agent: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -183,12 +185,33 @@ class NarrativeFilter:
             logger.info("telemetry_redispatched", messages=sent)
         return sent
 
-    async def persist_alliances(self) -> None:
-        """Snapshot every fleet's alliance graph into the ``alliances`` table."""
+    async def persist_alliances(self) -> int:
+        """Snapshot into the ``alliances`` table the alliance graph of each fleet that
+        analysed telemetry since its last snapshot; returns how many were written.
+
+        A fleet's weights decay on its telemetry's clock, so a quiet fleet's graph does
+        not change: its rows are only rewritten every quarter of the rebuild window,
+        which keeps them within the window other replicas read them from. Rewriting
+        every fleet every round made an idle server's work grow with the fleets it had
+        ever seen."""
+        refresh = self._rebuild_window.total_seconds() / 4
+        now = time.monotonic()
+        kept: dict[str, tuple[tuple[int, int], float]] = {}
+        written = 0
         for fleet_id in self.strategic.fleets():
+            analyzer = self.strategic.analyzer(fleet_id)
+            mark = (id(analyzer), analyzer.messages_observed)  # a fleet re-adopted is a new analyzer
+            last = self._alliances_written.get(fleet_id)
+            if last is not None and last[0] == mark and now - last[1] < refresh:
+                kept[fleet_id] = last
+                continue
             # Only the pair strengths are stored: no community detection every few seconds.
-            graph = self.strategic.analyzer(fleet_id).graph(communities=False).to_dict()
+            graph = analyzer.graph(communities=False).to_dict()
             await self.patterns.record_alliances(fleet_id, graph["edges"])
+            kept[fleet_id] = (mark, now)
+            written += 1
+        self._alliances_written = kept  # fleets released since are forgotten
+        return written
 
     # -- analysis backlog (admission of new telemetry) ------------------------------
 
