@@ -60,12 +60,9 @@ async def fill(engine: VerdictEngine, db: Database, verdicts: int) -> None:
             "UPDATE verdicts SET status = CASE WHEN CAST(substr(fingerprint, 7) AS INTEGER) % 10 < 8"
             " THEN 'MITIGATED' ELSE 'DISMISSED' END"
             " WHERE CAST(substr(fingerprint, 7) AS INTEGER) % 5 <> 0"))
-        if await conn.run_sync(lambda sync: inspect(sync).has_table("verdict_counts")):
-            await conn.execute(text("DELETE FROM verdict_counts"))
-            await conn.execute(text(
-                "INSERT INTO verdict_counts (fleet_id, status, severity, category, n)"
-                " SELECT fleet_id, status, severity, category, count(*) FROM verdicts"
-                " GROUP BY fleet_id, status, severity, category"))
+        counted = await conn.run_sync(lambda sync: inspect(sync).has_table("verdict_counts"))
+    if counted:
+        await engine.recount()
 
 
 async def run(url: str, verdicts: int) -> None:

@@ -201,6 +201,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return _run(lambda: _with_cockpit(run))
 
 
+def cmd_verdicts(args: argparse.Namespace) -> int:
+    async def run(cockpit: Any) -> int:
+        verdicts, rows = await cockpit.verdicts.recount()
+        print(f"counted {verdicts} verdicts into {rows} verdict_counts rows")
+        return 0
+
+    return _run(lambda: _with_cockpit(run))
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from cockpit.tools.replay import replay_file
 
@@ -257,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--anchor-file", default=None,
                    help="anchor file to check against (default: the configured audit anchor file)")
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("verdicts", help="verdict tools")
+    a = p.add_subparsers(dest="action", required=True)
+    a.add_parser("recount", help="count the stored verdicts again (after changing them in SQL by hand)")
+    p.set_defaults(func=cmd_verdicts)
 
     p = sub.add_parser("replay", help="push a JSONL of telemetry through the real pipeline")
     p.add_argument("file")

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import bindparam, func, insert, literal_column, select, text, update
+from sqlalchemy import bindparam, delete, func, insert, literal_column, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from cockpit.events import (
@@ -294,6 +294,23 @@ class VerdictEngine:
         rows = [dict(zip(_COUNTED, key, strict=True), n=n) for key, n in sorted(counts.items()) if n]
         if rows:
             await conn.execute(self._count, rows)
+
+    async def recount(self) -> tuple[int, int]:
+        """Count the stored verdicts into ``verdict_counts`` again (after verdicts were
+        changed in SQL by hand); returns (verdicts, count rows). Safe while Cockpit
+        runs: on PostgreSQL the table lock makes writers that would count a verdict
+        wait until the new counts are in, and they add theirs to them; SQLite has one
+        writer at a time anyway."""
+        columns = [_VERDICTS.c[name] for name in _COUNTED]
+        async with self._db.engine.begin() as conn:
+            if self._db.dialect == "postgresql":
+                await conn.execute(text("LOCK TABLE verdict_counts IN SHARE ROW EXCLUSIVE MODE"))
+            await conn.execute(delete(_COUNTS))
+            await conn.execute(insert(_COUNTS).from_select(
+                [*_COUNTED, "n"], select(*columns, func.count()).group_by(*columns)))
+            verdicts, rows = (await conn.execute(select(func.coalesce(func.sum(_COUNTS.c.n), 0),
+                                                        func.count()))).one()
+        return int(verdicts), int(rows)
 
     async def on_command_confirmed(self, event: CommandConfirmed) -> None:
         """A completed command that names a verdict mitigates it."""

@@ -1,5 +1,5 @@
 """The ``cockpit`` command as a user runs it: clear one-line start-up errors, graceful
-SIGTERM, API keys, replay, score and audit verify."""
+SIGTERM, API keys, replay, verdict recount, score and audit verify."""
 
 from __future__ import annotations
 
@@ -136,6 +136,10 @@ def test_replay_pushes_a_file_through_the_pipeline(tmp_path: Path) -> None:
         assert category in out.stdout
     again = _cockpit(tmp_path, "replay", str(path))
     assert f"accepted: 0  duplicates: {len(items)}" in again.stdout
+    created = int(out.stdout.split("verdicts created or updated: ")[1].split()[0])
+    recount = _cockpit(tmp_path, "verdicts", "recount")
+    assert recount.returncode == 0, recount.stderr
+    assert recount.stdout.startswith(f"counted {created} verdicts into ")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"message_id": "x"}\n')
     out = _cockpit(tmp_path, "replay", str(bad))

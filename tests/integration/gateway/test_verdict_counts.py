@@ -9,7 +9,7 @@ import itertools
 import random
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from cockpit.events.verdict import Category, Severity, VerdictDrafted
 from cockpit.platform.metrics import Metrics
@@ -101,3 +101,19 @@ async def test_totals_and_stats_follow_every_change_to_the_verdicts(harness: Har
     # A page past the end is empty and still says how many there are.
     r = await h.client.get("/verdicts", params={"status": "ACTIVE", "offset": 1000}, headers=h.headers("VIEWER"))
     assert r.json()["items"] == [] and r.json()["total"] == await stored(h, status="ACTIVE")
+
+
+async def test_recount_after_verdicts_changed_by_hand_in_sql(harness: Harness) -> None:
+    h = harness
+    await h.cockpit.verdicts.on_drafts([draft(n, _SEVERITIES[n % 4], f"r-{n}") for n in range(30)])
+    await check(h)
+    # A bulk dismissal in SQL, behind the engine's back: the totals no longer agree.
+    async with h.cockpit.db.engine.begin() as conn:
+        await conn.execute(update(VerdictRow.__table__).where(VerdictRow.__table__.c.severity == "LOW")
+                           .values(status="DISMISSED"))
+    _, total = await listed(h, status="ACTIVE")
+    assert total != await stored(h, status="ACTIVE")
+
+    verdicts, rows = await h.cockpit.verdicts.recount()
+    assert verdicts == await stored(h) == 30 and 0 < rows <= 30
+    await check(h)
