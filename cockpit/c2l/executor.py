@@ -110,6 +110,9 @@ class CommandExecutor:
         self.instance_id = instance_id
         self._slots = asyncio.Semaphore(max_concurrency)
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        #: claims under way (each becomes an in-flight task); none start once stopping
+        self._claiming = 0
+        self._stopping = False
 
     def register(self) -> None:
         """Subscribe to commands, shared between replicas (durable ``c2l-executor``)."""
@@ -123,12 +126,24 @@ class CommandExecutor:
     async def on_execute(self, event: ExecuteCommand) -> None:
         """Claim the command; run it in the background (the delivery is acked at once,
         the row is the source of truth from here on). Its writes go first at the
-        embedded database's writer (the task inherits the context)."""
-        with urgent():
-            row = await self.claim(event.command_id)
-            if row is None:
-                return
-            task = asyncio.create_task(self._run(row), name=f"c2l-command-{row.id}")
+        embedded database's writer (the task inherits the context).
+
+        Once :meth:`stop` has begun, a delivery is left unclaimed: the row stays
+        PENDING and a running replica's recovery (or this one's after a restart)
+        dispatches it again, instead of a command starting that the shutdown would
+        cut off halfway."""
+        if self._stopping:
+            logger.info("command_left_pending_at_stop", command_id=event.command_id)
+            return
+        self._claiming += 1
+        try:
+            with urgent():
+                row = await self.claim(event.command_id)
+                if row is None:
+                    return
+                task = asyncio.create_task(self._run(row), name=f"c2l-command-{row.id}")
+        finally:
+            self._claiming -= 1
         self._inflight[row.id] = task
         task.add_done_callback(functools.partial(self._forget, row.id))
 
@@ -265,7 +280,13 @@ class CommandExecutor:
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Let running commands finish (up to ``timeout``), then cancel the rest; a
-        cancelled command stays EXECUTING and is recovered after a restart."""
+        cancelled command stays EXECUTING and is recovered after a restart. No new
+        command starts meanwhile (see :meth:`on_execute`)."""
+        self._stopping = True
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._claiming and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)  # a claim under way becomes a task to wait for
+        timeout = max(0.0, deadline - asyncio.get_running_loop().time())
         tasks = list(self._inflight.values())
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=timeout)

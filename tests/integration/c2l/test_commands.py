@@ -223,6 +223,24 @@ async def test_a_lost_pending_command_is_redispatched(make: Factory) -> None:
     assert (await h.c2l.get_agent("a1"))["status"] == "MUTED"
 
 
+async def test_a_command_delivered_while_stopping_is_left_for_a_running_replica(make: Factory) -> None:
+    """A replica shutting down starts no command it would cut off halfway: the row
+    stays PENDING and a running replica's recovery dispatches it again."""
+    leaving = await make(instance_id="leaving")
+    await agent(leaving, "a1")
+    await leaving.c2l.stop()  # its bus still delivers, as between the executor's stop and the bus's
+    receipt, _ = await leaving.submit(mute("a1", duration_seconds=60))
+    await leaving.bus.drain()
+    left = await leaving.c2l.get_command(receipt["command_id"])
+    assert (left["status"], left["attempts"]) == ("PENDING", 0)
+
+    staying = await make(instance_id="staying")
+    done = await staying.c2l.wait_for_command(receipt["command_id"], timeout=15)
+    assert done["status"] == "COMPLETED" and done["attempts"] == 1
+    async with staying.db.sessions() as session:
+        assert (await session.get(CommandRow, receipt["command_id"])).claimed_by == "staying"
+
+
 async def _left_executing(h: Harness, command_id: str, target: str, claimed_by: str,
                           heartbeat_age: float) -> None:
     """A TERMINATE that an instance claimed, revoked the token for, then died."""
