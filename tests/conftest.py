@@ -28,6 +28,9 @@ Fixtures:
                           injection; any service it stopped or killed is started
                           again (same port, same data) when the test ends
 
+Helper: ``schema_database(url)`` -> a ``Database`` with every table created from the
+models (no migrations; ``sqlite_url(tmp_path, name)`` for a file of the test's own).
+
 Tests that use these fixtures get the matching marker (``postgres``, ``nats``,
 ``kafka``, ``chromium``, ``docker``), so ``-m "not docker"`` deselects them; a test
 that carries one of those markers without the fixture is checked the same way.
@@ -35,13 +38,18 @@ that carries one of those markers without the fixture is checked the same way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from cockpit.platform.db import Database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVICE_SCRIPTS = REPO_ROOT / "scripts" / "services"
@@ -292,3 +300,29 @@ def chromium_args() -> list[str]:
 def docker_host() -> str:
     """The private Docker engine (scripts/services/docker.sh), as ``unix://...``."""
     return require_service("COCKPIT_TEST_DOCKER_HOST")
+
+
+def sqlite_url(tmp_path: Path, name: str) -> str:
+    """An embedded database file of the test's own."""
+    return f"sqlite+aiosqlite:///{tmp_path / name}"
+
+
+@contextlib.asynccontextmanager
+async def schema_database(url: str) -> AsyncIterator[Database]:
+    """A ``Database`` on ``url`` with every context's tables created from the models
+    (what a test of one store needs; the migrations have tests of their own),
+    disposed at the end."""
+    import cockpit.c2l.models
+    import cockpit.filter.models
+    import cockpit.gateway.models
+    import cockpit.platform.auth_models
+    import cockpit.verdict.models  # noqa: F401 - each registers its tables
+    from cockpit.platform.db import Base, Database
+
+    database = Database(url)
+    try:
+        async with database.engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        yield database
+    finally:
+        await database.dispose()

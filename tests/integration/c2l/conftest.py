@@ -25,9 +25,10 @@ from sqlalchemy import func, select
 from cockpit.c2l import C2L, build_c2l
 from cockpit.events import CommandConfirmed
 from cockpit.platform.bus import Channel, EventBus, build_bus
-from cockpit.platform.db import Base, Database
+from cockpit.platform.db import Database
 from cockpit.platform.metrics import Metrics
 from cockpit.settings import C2LSettings
+from tests.conftest import schema_database, sqlite_url
 from tests.fakes.k8s_api import FakeKubernetesAPI
 
 TEST_IMAGE = "cockpit-test/busybox:latest"
@@ -217,38 +218,35 @@ Factory = Callable[..., Awaitable[Harness]]
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "postgres":
         return str(request.getfixturevalue("postgres_url"))
-    return f"sqlite+aiosqlite:///{tmp_path / 'c2l.db'}"
+    return sqlite_url(tmp_path, "c2l.db")
 
 
 @pytest.fixture
 async def make(db_url: str) -> AsyncIterator[Factory]:
     """Build C2L instances (replicas) sharing one database."""
-    db = Database(db_url)
-    async with db.engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-    built: list[Harness] = []
+    async with schema_database(db_url) as db:
+        built: list[Harness] = []
 
-    async def factory(nats_url: str | None = None, instance_id: str = "test-instance",
-                      **settings: Any) -> Harness:
-        bus = build_bus(nats_url, None, instance_id=instance_id)
-        metrics = Metrics()
-        c2l = build_c2l(db, bus, metrics, C2LSettings(grace_seconds=0.5,
-                                                      recovery_interval_seconds=0.1, **settings),
-                        instance_id=instance_id)
-        h = Harness(c2l, db, bus, metrics)
+        async def factory(nats_url: str | None = None, instance_id: str = "test-instance",
+                          **settings: Any) -> Harness:
+            bus = build_bus(nats_url, None, instance_id=instance_id)
+            metrics = Metrics()
+            c2l = build_c2l(db, bus, metrics, C2LSettings(grace_seconds=0.5,
+                                                          recovery_interval_seconds=0.1, **settings),
+                            instance_id=instance_id)
+            h = Harness(c2l, db, bus, metrics)
 
-        async def confirmed(event: CommandConfirmed) -> None:
-            h.confirmations.append(event)
+            async def confirmed(event: CommandConfirmed) -> None:
+                h.confirmations.append(event)
 
-        c2l.register()
-        bus.subscribe(Channel.CONFIRMATIONS, CommandConfirmed, confirmed, shared=False)
-        await bus.start()
-        await c2l.start()
-        built.append(h)
-        return h
+            c2l.register()
+            bus.subscribe(Channel.CONFIRMATIONS, CommandConfirmed, confirmed, shared=False)
+            await bus.start()
+            await c2l.start()
+            built.append(h)
+            return h
 
-    yield factory
-    for h in built:
-        await h.c2l.stop()
-        await h.bus.stop()
-    await db.dispose()
+        yield factory
+        for h in built:
+            await h.c2l.stop()
+            await h.bus.stop()

@@ -25,9 +25,9 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from cockpit.c2l import C2L, build_c2l
 from cockpit.c2l.client import AsyncCockpitAgentClient, CockpitError
 from cockpit.platform.bus import build_bus
-from cockpit.platform.db import Base, Database
 from cockpit.platform.metrics import Metrics
 from cockpit.settings import C2LSettings
+from tests.conftest import schema_database, sqlite_url
 
 OPERATOR_KEY = "ck_test_operator"
 
@@ -87,29 +87,26 @@ def _app(c2l: C2L, telemetry: list[dict[str, Any]]) -> Litestar:
 
 @pytest.fixture
 async def edge(tmp_path: Path) -> AsyncIterator[Edge]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'c2l.db'}")
-    async with db.engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-    bus = build_bus(None, None)
-    c2l = build_c2l(db, bus, Metrics(), C2LSettings(grace_seconds=3, recovery_interval_seconds=0.1))
-    c2l.register()
-    await bus.start()
-    await c2l.start()
-    telemetry: list[dict[str, Any]] = []
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(_app(c2l, telemetry), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    yield Edge(f"http://127.0.0.1:{port}", c2l, telemetry)
-    server.should_exit = True
-    await serving
-    await c2l.stop()
-    await bus.stop()
-    await db.dispose()
+    async with schema_database(sqlite_url(tmp_path, "c2l.db")) as db:
+        bus = build_bus(None, None)
+        c2l = build_c2l(db, bus, Metrics(), C2LSettings(grace_seconds=3, recovery_interval_seconds=0.1))
+        c2l.register()
+        await bus.start()
+        await c2l.start()
+        telemetry: list[dict[str, Any]] = []
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(_app(c2l, telemetry), host="127.0.0.1", port=port,
+                                               log_level="warning", lifespan="off"))
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        yield Edge(f"http://127.0.0.1:{port}", c2l, telemetry)
+        server.should_exit = True
+        await serving
+        await c2l.stop()
+        await bus.stop()
 
 
 async def _line(proc: asyncio.subprocess.Process, timeout: float = 15) -> str:

@@ -12,16 +12,14 @@ import pytest
 from cockpit.events import MessageAnalysis, Telemetry
 from cockpit.filter.ingest import TelemetryStore, _row
 from cockpit.filter.models import TelemetryRow
-from cockpit.platform.db import Base, Database
+from cockpit.platform.db import Database
+from tests.conftest import schema_database, sqlite_url
 
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'telemetry.db'}")
-    async with database.engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-    yield database
-    await database.dispose()
+    async with schema_database(sqlite_url(tmp_path, "telemetry.db")) as database:
+        yield database
 
 
 def _messages(prefix: str) -> list[Telemetry]:

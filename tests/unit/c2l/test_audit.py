@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, text
 
-import cockpit.c2l.models  # noqa: F401  (registers the tables)
 from cockpit.c2l.audit import (
     GENESIS_HASH,
     AnchorConflict,
@@ -18,7 +17,8 @@ from cockpit.c2l.audit import (
     audit_row_hash,
     read_anchors,
 )
-from cockpit.platform.db import Base, Database
+from cockpit.platform.db import Database
+from tests.conftest import schema_database, sqlite_url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -26,12 +26,9 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
     if request.param == "postgres":
         url = request.getfixturevalue("postgres_url")  # skipped (or failed under CI) without one
     else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}"
-    database = Database(url)
-    async with database.engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-    yield database
-    await database.dispose()
+        url = sqlite_url(tmp_path, "audit.db")
+    async with schema_database(url) as database:
+        yield database
 
 
 async def _fill(audit: AuditLog, n: int) -> None:

@@ -10,19 +10,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-import cockpit.c2l.models  # noqa: F401  (registers the tables)
 from cockpit.c2l.models import AgentRow
 from cockpit.c2l.registry import AgentRegistry
-from cockpit.platform.db import Base, Database, utcnow
+from cockpit.platform.db import Database, utcnow
+from tests.conftest import schema_database, sqlite_url
 
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}")
-    async with database.engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-    yield database
-    await database.dispose()
+    async with schema_database(sqlite_url(tmp_path, "registry.db")) as database:
+        yield database
 
 
 async def test_the_cached_mutes_follow_this_replicas_changes(db: Database) -> None:
