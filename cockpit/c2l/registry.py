@@ -119,9 +119,9 @@ class AgentRegistry:
         if mutes is TtlCache.MISSING:
             return
         if status == "MUTED":
-            mutes[agent_id] = muted_until or _FOREVER  # type: ignore[index]
+            mutes[agent_id] = muted_until or _FOREVER
         else:
-            mutes.pop(agent_id, None)  # type: ignore[attr-defined]
+            mutes.pop(agent_id, None)
 
     # -- registration and reads -------------------------------------------------
 
@@ -243,8 +243,8 @@ class AgentRegistry:
             async with self._db.reader.connect() as conn:  # Core: on every agent request
                 row = (await conn.execute(_BY_TOKEN, {"digest": digest})).first()
             cached = (row.id, row.token_revoked_at is None and row.status != "TERMINATED") if row else ("", False)
-            self._tokens.put(digest, cached)  # type: ignore[arg-type]
-        agent_id, usable = cached  # type: ignore[misc]
+            self._tokens.put(digest, cached)
+        agent_id, usable = cached
         if not agent_id or not (usable or include_revoked):
             return None
         return agent_id
@@ -264,7 +264,7 @@ class AgentRegistry:
             if writes == self._status_writes:  # else the read may predate a change
                 self._mutes.put("all", mutes)
         now = utcnow()
-        return {i for i in agent_ids if (until := mutes.get(i)) is not None and until > now}  # type: ignore[attr-defined]
+        return {i for i in agent_ids if (until := mutes.get(i)) is not None and until > now}
 
     async def summary(self) -> dict[str, Any]:
         """``{"active", "total", "by_status"}`` for dashboards."""

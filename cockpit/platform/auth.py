@@ -108,7 +108,7 @@ class ApiKeyStore:
         digest = hash_secret(key)
         cached = self._cache.get(digest)
         if cached is not TtlCache.MISSING:
-            return cached  # type: ignore[return-value]
+            return cached
         async with self._db.sessions() as session:
             row = await session.scalar(
                 select(ApiKeyRow).where(ApiKeyRow.key_hash == digest, ApiKeyRow.revoked_at.is_(None))

@@ -7,13 +7,22 @@ once; a change made by another replica is seen within ``ttl`` seconds.
 from __future__ import annotations
 
 import time
-from typing import Generic, TypeVar
+from enum import Enum
+from typing import Final, Generic, Literal, TypeVar
 
 __all__ = ["TtlCache"]
 
 K = TypeVar("K")
 V = TypeVar("V")
-_MISSING = object()
+
+
+class _Missing(Enum):
+    """The type of the one "not cached" sentinel (an enum, so ``is`` narrows it away)."""
+
+    MISSING = "MISSING"
+
+
+_MISSING: Final = _Missing.MISSING
 
 
 class TtlCache(Generic[K, V]):
@@ -24,7 +33,7 @@ class TtlCache(Generic[K, V]):
         self._max = max_entries
         self._entries: dict[K, tuple[float, V]] = {}
 
-    def get(self, key: K) -> V | object:
+    def get(self, key: K) -> V | Literal[_Missing.MISSING]:
         """The cached value, or the module's ``MISSING`` sentinel (``TtlCache.MISSING``)."""
         entry = self._entries.get(key)
         if entry is None:
@@ -45,4 +54,4 @@ class TtlCache(Generic[K, V]):
     def clear(self) -> None:
         self._entries.clear()
 
-    MISSING = _MISSING
+    MISSING: Final = _MISSING
