@@ -182,7 +182,7 @@ class CockpitAgentClient(_AgentState):
             if wait is None:
                 break
             self._stop.wait(wait)
-        return _checked(response)  # type: ignore[no-any-return]
+        return _checked(response)
 
     def directives(self) -> list[Directive]:
         """New directives since the last call (and apply them to the state)."""
@@ -248,7 +248,7 @@ class AsyncCockpitAgentClient(_AgentState):
             if wait is None:
                 break
             await asyncio.sleep(wait)
-        return _checked(response)  # type: ignore[no-any-return]
+        return _checked(response)
 
     async def directives(self) -> list[Directive]:
         response = await self._http.get(f"/agents/{self.agent_id}/directives",

@@ -15,6 +15,7 @@ from collections import defaultdict
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
+from typing import cast as type_cast
 
 from loguru import logger
 from sqlalchemy import String, bindparam, cast, func, insert, select, text, update
@@ -231,8 +232,10 @@ class CommandService:
             "deadline": now + timedelta(seconds=window), "attempts": 0, "executed_layers": [],
             "cascade_terminated": [], "created_at": now, "dispatched_at": None if two_person else now,
         }
-        # The row as stored; written with Core (this runs for every command).
-        row = SimpleNamespace(**({column.name: None for column in _COMMANDS.c} | values))
+        # The row as stored; written with Core (this runs for every command). It has
+        # every column as an attribute, as a CommandRow has, and is read as one.
+        row = type_cast(CommandRow, SimpleNamespace(
+            **({column.name: None for column in _COMMANDS.c} | values)))
         try:
             async with self._submit_locks[operator, ctype.value], self._db.engine.begin() as conn:
                 if self._db.dialect == "postgresql":
@@ -284,7 +287,7 @@ class CommandService:
                 .values(status=CommandStatus.PENDING.value, approved_by=operator, dispatched_at=now,
                         deadline=now + timedelta(seconds=self._settings.command_deadline_seconds))
             )
-        if not result.rowcount:  # type: ignore[attr-defined]
+        if not result.rowcount:
             raise ApprovalRefused(f"command {command_id} is no longer awaiting approval",
                                   not_pending=True)
         await self._audit.append(AuditEntry("authorization", "command_approved", True,

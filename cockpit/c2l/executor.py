@@ -15,7 +15,7 @@ import functools
 import time
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from loguru import logger
 from sqlalchemy import bindparam, select, update
@@ -54,6 +54,8 @@ def confirmation_of(row: CommandRow) -> CommandConfirmed:
 
 
 # Core statements built once for what every command does (claim, read, confirm).
+# The rows they return have every column of ``commands`` as an attribute, as a
+# CommandRow has: the code reads them as CommandRow (``cast``).
 _COMMANDS = CommandRow.__table__
 _COMMAND = select(_COMMANDS).where(_COMMANDS.c.id == bindparam("command_id"))
 _CLAIM = (
@@ -155,11 +157,12 @@ class CommandExecutor:
         """PENDING -> EXECUTING for this instance, or ``None`` when it is not claimable."""
         now = utcnow()
         async with self._db.engine.begin() as conn:
-            row = (await conn.execute(_CLAIM, {"command_id": command_id, "now": now,
-                                               "instance": self.instance_id})).first()
+            row = cast("CommandRow | None", (await conn.execute(
+                _CLAIM, {"command_id": command_id, "now": now, "instance": self.instance_id})).first())
             claimed = row is not None
             if not claimed:
-                row = (await conn.execute(_COMMAND, {"command_id": command_id})).first()
+                row = cast("CommandRow | None", (await conn.execute(
+                    _COMMAND, {"command_id": command_id})).first())
         if not claimed:
             if row is not None and row.status == CommandStatus.PENDING and row.attempts == 0:
                 await self.finish(row, CommandStatus.TIMEOUT, "deadline passed before execution")
@@ -222,7 +225,7 @@ class CommandExecutor:
                                                 operator="system"))
         logger.info("command_executed", command_id=row.id, type=row.command_type,
                     status=status.value, execution_time_ms=elapsed_ms, error=error)
-        await self._confirm(final)
+        await self._confirm(cast(CommandRow, final))
         return True
 
     async def _confirm(self, row: CommandRow) -> bool:

@@ -143,7 +143,7 @@ class Recovery:
                     .values(status=CommandStatus.PENDING.value, claimed_by=None, heartbeat_at=None,
                             dispatched_at=utcnow())
                 )
-            if not result.rowcount:  # type: ignore[attr-defined]
+            if not result.rowcount:
                 continue
             count += 1
             await self._audit.append(AuditEntry("dispatch", "reclaimed", True,
@@ -172,7 +172,7 @@ class Recovery:
                                              if row.dispatched_at else CommandRow.dispatched_at.is_(None))
                     .values(dispatched_at=now)
                 )
-            if result.rowcount:  # type: ignore[attr-defined]
+            if result.rowcount:
                 count += 1
                 await self._commands.dispatch(row, message_id=f"{row.id}:redispatch-{now.timestamp()}")
         return count

@@ -342,7 +342,7 @@ class AgentRegistry:
                     AgentRow.id == agent_id, AgentRow.status == "MUTED", AgentRow.muted_until <= now,
                 ).values(status="ACTIVE", muted_until=None, updated_at=utcnow())
             )
-        if result.rowcount:  # type: ignore[attr-defined]
+        if result.rowcount:
             self._status_changed(agent_id, "ACTIVE", None)
             return True
         return False

@@ -270,7 +270,7 @@ class TelemetryStore:
             return {agent: int(n) for agent, n in (await conn.execute(query)).all()}
 
 
-def backlog_query(cap: int) -> Select[tuple[int]]:
+def backlog_query(cap: int) -> Select[int]:
     """How many rows wait for analysis, up to ``cap``: a walk over the partial index
     ``ix_telemetry_unanalysed`` that stops there."""
     waiting = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -355,8 +356,8 @@ class NarrativeFilter:
         # of the database or the broker is waited out, never a reason to drop a draft.
         await until_done(lambda: self.patterns.record_drafts(drafts), what="pattern_record")
         for draft in drafts:
-            await until_done(lambda d=draft: self._bus.publish(Channel.ANALYSIS, d, key=d.fleet_id),
-                             what="draft_publish")
+            publish = functools.partial(self._bus.publish, Channel.ANALYSIS, draft, key=draft.fleet_id)
+            await until_done(publish, what="draft_publish")
         self._metrics.filter_requests.inc(len(pairs))
         self._metrics.filter_duration.labels(layer="total").observe(time.perf_counter() - started)
 

@@ -322,9 +322,9 @@ def complete_schema(app: Litestar) -> None:
     read raw by their handlers (one parse, errors that name the field), so Litestar
     has nothing to describe; they are documented here."""
     openapi = app.openapi_schema
-    schemas: dict[str, Any] = openapi.components.schemas  # type: ignore[assignment,union-attr]
+    schemas: dict[str, Any] = openapi.components.schemas
     for route in app.routes:
-        path_item = openapi.paths.get(route.path_format) if openapi.paths else None  # type: ignore[union-attr]
+        path_item = openapi.paths.get(route.path_format) if openapi.paths else None
         for handler in getattr(route, "route_handlers", ()):
             if handler.guards and path_item is not None:
                 for method in handler.http_methods:
@@ -343,7 +343,7 @@ def complete_schema(app: Litestar) -> None:
         "/v1/traces": (_OTLP_BODY, "OpenTelemetry spans"),
     }
     for path, (body, description) in bodies.items():
-        operation = openapi.paths[path].post  # type: ignore[index,union-attr]
+        operation = openapi.paths[path].post  # type: ignore[index]
         operation.request_body = RequestBody(  # type: ignore[union-attr]
             content={"application/json": OpenAPIMediaType(schema=body)},  # type: ignore[arg-type]
             description=description, required=True,

@@ -8,7 +8,7 @@ A key whose role is not allowed on the route: 403.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
@@ -41,7 +41,7 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
     """The principal behind the connection's credential, or ``None``."""
     cached = connection.scope.get("cockpit_principal")
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cast(Principal, cached)  # only ever set below, to a Principal
     key = _credential(connection)
     if not key or len(key) > 512:
         return None
@@ -59,7 +59,7 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
 
 def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     """The principal a guard has already authenticated on this connection."""
-    return connection.scope["cockpit_principal"]  # type: ignore[typeddict-item,no-any-return]
+    return connection.scope["cockpit_principal"]  # type: ignore[typeddict-item]
 
 
 def requires(roles: frozenset[Role]) -> Guard:

@@ -126,7 +126,7 @@ class ApiKeyStore:
                 .values(revoked_at=utcnow())
             )
         self._cache.clear()
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)
 
     async def list(self) -> list[dict[str, object]]:
         """Every key's public fields (never the hash or TOTP secret)."""

@@ -39,7 +39,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, overload
 
 from loguru import logger
 from pydantic import BaseModel
@@ -377,7 +377,7 @@ def _kafka_assignments() -> type:
     """The rebalance listener class (aiokafka is imported only with Kafka in use)."""
     from aiokafka.abc import ConsumerRebalanceListener
 
-    class KafkaAssignments(ConsumerRebalanceListener):  # type: ignore[misc]
+    class KafkaAssignments(ConsumerRebalanceListener):
         """Tells a subscriber which partitions of its topic the consumer group gave
         this replica, before their messages are fetched (aiokafka calls it within
         the rebalance)."""
@@ -631,9 +631,10 @@ class NatsTransport:
         self._instance = instance_id
         self.partitions = partitions
         self._lease_seconds = lease_seconds
+        # Both in seconds: typed int by nats-py, which waits them with asyncio (floats work).
         self.broker = NatsBroker(
-            url, connect_timeout=connect_timeout, max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5, log_level=logging.DEBUG,
+            url, connect_timeout=connect_timeout, max_reconnect_attempts=-1,  # type: ignore[arg-type]
+            reconnect_time_wait=0.5, log_level=logging.DEBUG,  # type: ignore[arg-type]
         )
         self._connected = False
         self.leases: list[PartitionLeases] = []
@@ -781,8 +782,9 @@ class KafkaTransport:
         # A Kafka consumer hands messages over one at a time: a batch subscriber takes
         # what has been fetched at once instead (getmany returns as soon as any is
         # there; an idle poll ends, and the next starts, after the same wait as a fetch).
-        batch = ({"batch": True, "max_records": MAX_BATCH, "batch_timeout_ms": self._fetch_wait_ms}
-                 if sub.batch else {})
+        batch: dict[str, Any] = (
+            {"batch": True, "max_records": MAX_BATCH, "batch_timeout_ms": self._fetch_wait_ms}
+            if sub.batch else {})
         subscriber = self.broker.subscriber(topic, group_id=group, auto_offset_reset="earliest", listener=listener,
                                             fetch_max_wait_ms=self._fetch_wait_ms, **batch)
         subscriber(_decoded_batch(sub) if sub.batch else _decoded(sub))
@@ -865,11 +867,37 @@ class EventBus:
         self.routes = routes
         self._transports = list({id(t): t for t in routes.values()}.values())
 
+    @overload
     def subscribe(
         self,
         channel: Channel,
         event_type: type[E],
         handler: Callable[[E], Awaitable[None]],
+        *,
+        shared: bool,
+        key: str | None = None,
+        on_assign: Assigned | None = None,
+        batch: Literal[False] = False,
+    ) -> None: ...
+
+    @overload
+    def subscribe(
+        self,
+        channel: Channel,
+        event_type: type[E],
+        handler: Callable[[list[E]], Awaitable[None]],
+        *,
+        shared: bool,
+        key: str | None = None,
+        on_assign: Assigned | None = None,
+        batch: Literal[True],
+    ) -> None: ...
+
+    def subscribe(
+        self,
+        channel: Channel,
+        event_type: type[E],
+        handler: Callable[[E], Awaitable[None]] | Callable[[list[E]], Awaitable[None]],
         *,
         shared: bool,
         key: str | None = None,

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
-from sqlalchemy import JSON, DateTime, MetaData, event, text
+from sqlalchemy import JSON, DateTime, MetaData, Table, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -91,6 +91,11 @@ class Base(DeclarativeBase):
     """The declarative base every context's tables are declared on."""
 
     metadata = MetaData(naming_convention=NAMING)
+
+    if TYPE_CHECKING:
+        # SQLAlchemy types it as the wider FromClause (a model may be mapped to a
+        # join or a select); every model here is declared with a Table.
+        __table__: ClassVar[Table]
 
 
 _URGENT: ContextVar[bool] = ContextVar("cockpit_db_urgent", default=False)

@@ -70,7 +70,7 @@ class InlineCursor:
 
     def __init__(self, owner: InlineConnection) -> None:
         self._owner = owner
-        self._cursor = owner._conn.cursor()
+        self._cursor = owner._live.cursor()
 
     async def __aenter__(self) -> InlineCursor:
         return self
@@ -161,7 +161,8 @@ class InlineConnection:
 
     @isolation_level.setter
     def isolation_level(self, value: str | None) -> None:
-        self._live.isolation_level = value
+        # typeshed omits "", which SQLAlchemy's pysqlite dialect sets and sqlite3 accepts
+        self._live.isolation_level = value  # type: ignore[assignment]
 
     @property
     def _live(self) -> sqlite3.Connection:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import bindparam, delete, func, insert, literal_column, select, text, update
+from sqlalchemy import Select, bindparam, delete, func, insert, literal_column, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from cockpit.events import (
@@ -186,7 +187,8 @@ class VerdictEngine:
         # SQLite's planner, without statistics, prefers walking every DECEPTION verdict
         # by the category index to the partial index that holds just these.
         source = text(f"verdicts INDEXED BY {ACTIVE_DECEPTION_INDEX}") if db.dialect == "sqlite" else _VERDICTS
-        self._deceptive = select(literal_column("agent_id")).select_from(source).where(ACTIVE_DECEPTION).distinct()
+        self._deceptive: Select[Any] = (
+            select(literal_column("agent_id")).select_from(source).where(ACTIVE_DECEPTION).distinct())
 
     def register(self) -> None:
         """Subscribe to drafts (shared between replicas, taken in batches) and to
@@ -225,8 +227,8 @@ class VerdictEngine:
                 verdict_id=row.id, category=row.category, severity=row.severity,
             )
             issued = VerdictIssued(created=verdict.created, verdict=to_dict(row))
-            await until_done(lambda e=issued, k=row.fleet_id: self._bus.publish(Channel.VERDICTS, e, key=k),
-                             what="verdict_announce")
+            announce = functools.partial(self._bus.publish, Channel.VERDICTS, issued, key=row.fleet_id)
+            await until_done(announce, what="verdict_announce")
 
     async def _upsert_settled(self, drafts: list[VerdictDrafted]) -> list[_Touched] | None:
         for _attempt in range(3):
@@ -250,13 +252,13 @@ class VerdictEngine:
             for draft in drafts:
                 verdict = touched.get(draft.fingerprint)
                 if verdict is None:
-                    row = current.get(draft.fingerprint)
-                    if row is None:
+                    stored = current.get(draft.fingerprint)
+                    if stored is None:
                         verdict = touched[draft.fingerprint] = _Touched(True, _new_row(draft, now))
                         if draft.observed_at is not None:
                             verdict.observed.append(draft.observed_at)
                         continue
-                    verdict = _Touched(False, SimpleNamespace(**row._asdict()))
+                    verdict = _Touched(False, SimpleNamespace(**stored._asdict()))
                 if _merge(verdict.row, draft, now):
                     touched[draft.fingerprint] = verdict
                     if draft.observed_at is not None:

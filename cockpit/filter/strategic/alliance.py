@@ -80,7 +80,7 @@ def snapshot_of(edges: Iterable[AllianceEdge], agents: Iterable[str] = (), *, co
     """The snapshot of a graph given by its weighted edges (and agents without any):
     edges heaviest first, communities by Louvain (seeded: the same graph, the same
     communities)."""
-    graph = nx.Graph()
+    graph: nx.Graph[str] = nx.Graph()
     graph.add_nodes_from(agents)
     ordered = sorted(edges, key=lambda e: (-e.weight, e.a, e.b))
     graph.add_weighted_edges_from((e.a, e.b, e.weight) for e in ordered)

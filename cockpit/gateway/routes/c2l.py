@@ -140,7 +140,7 @@ def _step_up(request: Request[Any, Any, Any]) -> tuple[bool, bool]:
       status_code=201, summary="Register an agent (the answer holds its token, shown once)", tags=["agents"])
 async def create_agent(request: Request[Any, Any, Any], data: JSONBody[AgentCreate]) -> AgentCreated:
     try:
-        return await request.app.state.cockpit.c2l.register_agent(data.model_dump(exclude_none=True))  # type: ignore[no-any-return]
+        return await request.app.state.cockpit.c2l.register_agent(data.model_dump(exclude_none=True))
     except _DOMAIN as exc:
         raise _error(exc) from None
 
@@ -164,7 +164,7 @@ async def list_agents(
      summary="One agent", tags=["agents"])
 async def get_agent(request: Request[Any, Any, Any], agent_id: FromPath[str]) -> AgentWire:
     try:
-        return await request.app.state.cockpit.c2l.get_agent(agent_id)  # type: ignore[no-any-return]
+        return await request.app.state.cockpit.c2l.get_agent(agent_id)
     except _DOMAIN as exc:
         raise _error(exc) from None
 
@@ -178,7 +178,7 @@ async def get_agent(request: Request[Any, Any, Any], agent_id: FromPath[str]) ->
 )
 async def agent_tree(request: Request[Any, Any, Any], agent_id: FromPath[str]) -> AgentTree:
     try:
-        return await request.app.state.cockpit.c2l.agent_tree(agent_id)  # type: ignore[no-any-return]
+        return await request.app.state.cockpit.c2l.agent_tree(agent_id)
     except _DOMAIN as exc:
         raise _error(exc) from None
 
@@ -257,7 +257,7 @@ async def approve_command(request: Request[Any, Any, Any], command_id: FromPath[
     principal = principal_of(request)
     has_totp, otp_ok = _step_up(request)
     try:
-        return await request.app.state.cockpit.c2l.approve_command(  # type: ignore[no-any-return]
+        return await request.app.state.cockpit.c2l.approve_command(
             command_id, principal.name, operator_has_totp=has_totp, otp_ok=otp_ok
         )
     except _DOMAIN as exc:
@@ -268,7 +268,7 @@ async def approve_command(request: Request[Any, Any, Any], command_id: FromPath[
      summary="One command", tags=["commands"])
 async def get_command(request: Request[Any, Any, Any], command_id: FromPath[str]) -> CommandWire:
     try:
-        return await request.app.state.cockpit.c2l.get_command(command_id)  # type: ignore[no-any-return]
+        return await request.app.state.cockpit.c2l.get_command(command_id)
     except _DOMAIN as exc:
         raise _error(exc) from None
 
@@ -309,7 +309,7 @@ async def list_audits(
 @get("/audits/verify", guards=[requires(READERS)], responses=errors(*GUARDED),
      summary="Verify the audit hash chain", tags=["commands"])
 async def verify_audits(request: Request[Any, Any, Any]) -> AuditVerification:
-    return await request.app.state.cockpit.c2l.verify_audit()  # type: ignore[no-any-return]
+    return await request.app.state.cockpit.c2l.verify_audit()
 
 
 HANDLERS = [

@@ -19,7 +19,7 @@ async def me(request: Request[Any, Any, Any]) -> Identity:
     return {
         "id": principal.id,
         "name": principal.name,
-        "role": principal.role.value,
+        "role": principal.role,
         "agent_id": principal.agent_id,
         "totp": principal.totp_secret is not None,
         "can_command": principal.can_command,

@@ -81,14 +81,14 @@ async def list_verdicts(
 @get("/verdicts/stats", guards=[requires(READERS)], responses=errors(*GUARDED),
      summary="Verdict counts", tags=["verdicts"])
 async def verdict_stats(request: Request[Any, Any, Any]) -> VerdictStats:
-    return await request.app.state.cockpit.verdicts.stats()  # type: ignore[no-any-return]
+    return await request.app.state.cockpit.verdicts.stats()
 
 
 @get("/verdicts/{verdict_id:str}", guards=[requires(READERS)], responses=errors(*GUARDED, 404, 422),
      summary="One verdict", tags=["verdicts"])
 async def get_verdict(request: Request[Any, Any, Any], verdict_id: FromPath[str]) -> VerdictWire:
     try:
-        return await request.app.state.cockpit.verdicts.get(verdict_id)  # type: ignore[no-any-return]
+        return await request.app.state.cockpit.verdicts.get(verdict_id)
     except VerdictNotFound:
         raise NotFoundException(f"no verdict {verdict_id!r}") from None
 
@@ -119,7 +119,7 @@ async def verdict_evidence(request: Request[Any, Any, Any], verdict_id: FromPath
 )
 async def patch_verdict(request: Request[Any, Any, Any], verdict_id: FromPath[str], data: JSONBody[VerdictPatch]) -> VerdictWire:
     try:
-        return await request.app.state.cockpit.verdicts.set_status(  # type: ignore[no-any-return]
+        return await request.app.state.cockpit.verdicts.set_status(
             verdict_id, data.status, data.mitigation_command_id
         )
     except VerdictNotFound:
@@ -135,7 +135,7 @@ async def patch_verdict(request: Request[Any, Any, Any], verdict_id: FromPath[st
 async def alliance_graph(
     request: Request[Any, Any, Any], fleet_id: Annotated[str | None, QueryParameter(max_length=200)] = None
 ) -> AllianceGraph:
-    return await request.app.state.cockpit.filter.alliance_graph(fleet_id)  # type: ignore[no-any-return]
+    return await request.app.state.cockpit.filter.alliance_graph(fleet_id)
 
 
 @get("/stats", guards=[requires(READERS)], responses=errors(*GUARDED),

@@ -43,7 +43,7 @@ def upgrade() -> None:
         ).all()
         if not rows:
             break
-        links = []
+        links: list[dict[str, str]] = []
         for row in rows:
             agents = row.agents_involved
             if isinstance(agents, str):
