@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: installs everything, starts every service the tests
-# need, runs the import contracts and the whole pytest suite, and stops the
-# services again whatever happens.
+# need, runs the import contracts, mypy and the whole pytest suite, and stops
+# the services again whatever happens.
 #
 #   bash scripts/test.sh                       # the whole suite
 #   bash scripts/test.sh tests/unit -x -k foo  # extra args go to pytest
@@ -15,7 +15,7 @@
 #                              docker chromium"; docker only if its script exists)
 #   COCKPIT_SERVICES_DIR       state dir (default: <repo>/.services)
 #   COCKPIT_SKIP_PIP=1         skip `pip install -e .[test]`
-#   COCKPIT_SKIP_LINT=1        skip lint-imports
+#   COCKPIT_SKIP_LINT=1        skip lint-imports and mypy
 #   COCKPIT_KEEP_SERVICES=1    leave the services running at exit (debugging)
 #   COCKPIT_PYTEST_TIMEOUT     wall-clock cap on pytest in seconds (default 1800)
 set -euo pipefail
@@ -132,6 +132,17 @@ if [ "${COCKPIT_SKIP_LINT:-0}" != 1 ]; then
     [ "$LINT_RC" -eq 0 ] || echo "lint-imports FAILED (exit $LINT_RC); running the tests anyway" >&2
 fi
 
+# --------------------------------------------------------------------------- type check
+MYPY_RC=0
+if [ "${COCKPIT_SKIP_LINT:-0}" != 1 ]; then
+    say "mypy"
+    MYPY=$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/mypy
+    [ -x "$MYPY" ] || MYPY=$(command -v mypy || true)
+    [ -n "$MYPY" ] || die "mypy not found (it is in the [test] extra)"
+    "$MYPY" || MYPY_RC=$?
+    [ "$MYPY_RC" -eq 0 ] || echo "mypy FAILED (exit $MYPY_RC); running the tests anyway" >&2
+fi
+
 # --------------------------------------------------------------------------- pytest
 say "pytest ${*:-(whole suite)}  [CI=${CI:-}]"
 # In the background + `wait`, so a SIGTERM/SIGINT to this script runs the trap
@@ -154,5 +165,6 @@ esac
 
 RC=$PYTEST_RC
 [ "$RC" -eq 0 ] && RC=$LINT_RC
-say "done: pytest exit $PYTEST_RC, lint-imports exit $LINT_RC, services: ${SERVICES[*]}"
+[ "$RC" -eq 0 ] && RC=$MYPY_RC
+say "done: pytest exit $PYTEST_RC, lint-imports exit $LINT_RC, mypy exit $MYPY_RC, services: ${SERVICES[*]}"
 exit "$RC"
