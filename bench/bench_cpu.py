@@ -31,7 +31,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load import MIX, MUTE_SECONDS, RAISED_LIMITS, Traffic, populate
-from server import backend_env, start_server
+from server import add_backend_args, backend_env, start_server
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -58,6 +58,19 @@ async def _closed_loop(session: aiohttp.ClientSession, base: str, traffic: Traff
     return statuses
 
 
+async def fill_mix(session: aiohttp.ClientSession, base: str, traffic: Traffic, rnd: random.Random,
+                   count: int, concurrency: int) -> None:
+    """``count`` requests of the mix, drawn at random by their shares, ``concurrency``
+    at a time."""
+    mix = iter(rnd.choices(list(MIX), list(MIX.values()), k=count))
+
+    async def worker() -> None:
+        for endpoint in mix:
+            await _closed_loop(session, base, traffic, endpoint, 1, 1)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
 async def _settled(pid: int, quiet: float = 0.02, window: float = 0.5, limit: float = 30.0) -> None:
     """Wait until the server is idle (less than ``quiet`` of a core over ``window``):
     the work a request left behind is done."""
@@ -75,16 +88,10 @@ async def measure(base: str, key: str, pid: int, requests: int, concurrency: int
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
         traffic = Traffic(key, await populate(session, base, key, 200), rnd, [key])
-        endpoints, weights = list(MIX), list(MIX.values())
+        endpoints = list(MIX)
         # ``history`` requests of the mix first, so reads have verdicts, audits and
         # commands to read (and the tables are as large as after that much traffic).
-        mix = iter(rnd.choices(endpoints, weights, k=history))
-
-        async def fill() -> None:
-            for endpoint in mix:
-                await _closed_loop(session, base, traffic, endpoint, 1, 1)
-
-        await asyncio.gather(*(fill() for _ in range(concurrency if history > 3000 else 1)))
+        await fill_mix(session, base, traffic, rnd, history, concurrency if history > 3000 else 1)
         await _settled(pid, limit=120.0)
         idle_from, idle_start = cpu_seconds(pid), time.monotonic()
         await asyncio.sleep(3.0)
@@ -112,9 +119,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1450, help="the mix's rate to weigh the costs at")
     parser.add_argument("--history", type=int, default=3000,
                         help="requests of the mix sent first (past 3,000, --concurrency at a time)")
-    parser.add_argument("--database-url")
-    parser.add_argument("--nats-url")
-    parser.add_argument("--kafka-url")
+    add_backend_args(parser)
     args = parser.parse_args()
     server = start_server({"COCKPIT_C2L__RATE_LIMITS": RAISED_LIMITS, **backend_env(args)})
     try:

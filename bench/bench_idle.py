@@ -25,9 +25,9 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cpu import _closed_loop, _settled, cpu_seconds
-from load import MIX, RAISED_LIMITS, Traffic, populate
-from server import backend_env, start_server
+from bench_cpu import _settled, cpu_seconds, fill_mix
+from load import RAISED_LIMITS, Traffic, populate
+from server import add_backend_args, backend_env, start_server
 
 
 async def idle_share(pid: int, window: float) -> float:
@@ -45,14 +45,8 @@ async def measure(base: str, key: str, pid: int, history: int, wait: float, wind
         traffic = Traffic(key, await populate(session, base, key, 200), rnd, [key])
         await _settled(pid, limit=120.0)
         fresh = await idle_share(pid, window)
-        mix = iter(rnd.choices(list(MIX), list(MIX.values()), k=history))
-
-        async def fill() -> None:
-            for endpoint in mix:
-                await _closed_loop(session, base, traffic, endpoint, 1, 1)
-
         started = time.monotonic()
-        await asyncio.gather(*(fill() for _ in range(8)))
+        await fill_mix(session, base, traffic, rnd, history, 8)
         filled = time.monotonic() - started
         await asyncio.sleep(wait)
         spy = None
@@ -72,9 +66,7 @@ def main() -> None:
     parser.add_argument("--wait", type=float, default=30.0, help="seconds between the history and the measure")
     parser.add_argument("--window", type=float, default=30.0, help="seconds each idle measure lasts")
     parser.add_argument("--profile", help="py-spy raw profile of the second measure")
-    parser.add_argument("--database-url")
-    parser.add_argument("--nats-url")
-    parser.add_argument("--kafka-url")
+    add_backend_args(parser)
     args = parser.parse_args()
     server = start_server({"COCKPIT_C2L__RATE_LIMITS": RAISED_LIMITS, **backend_env(args)})
     try:

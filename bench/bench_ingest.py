@@ -30,7 +30,7 @@ import httpx
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server import Server, backend_env, start_server  # noqa: E402
+from server import Server, add_backend_args, backend_env, start_server  # noqa: E402
 
 TEXTS = [
     "I will support you in the north this turn",
@@ -258,9 +258,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--probes", type=int, default=200)
-    parser.add_argument("--database-url")
-    parser.add_argument("--nats-url")
-    parser.add_argument("--kafka-url")
+    add_backend_args(parser)
     args = parser.parse_args()
     server = start_server(backend_env(args))
     try:

@@ -45,6 +45,12 @@ def _create_key(env: dict[str, str], role: str, name: str) -> str:
     return next(line.split()[1] for line in out.splitlines() if line.startswith("key:"))
 
 
+def add_backend_args(parser: Any) -> None:
+    """``--database-url``, ``--nats-url`` and ``--kafka-url`` (embedded where absent)."""
+    for flag in ("--database-url", "--nats-url", "--kafka-url"):
+        parser.add_argument(flag)
+
+
 def backend_env(args: Any) -> dict[str, str]:
     """The server's environment for the ``--database-url``, ``--nats-url`` and
     ``--kafka-url`` a benchmark was given (embedded where one is absent)."""
