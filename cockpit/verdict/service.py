@@ -85,6 +85,32 @@ _WIRE_COLUMNS = tuple(_VERDICTS.c[name] for name in (
     "mitigation_command_id", "created_at", "updated_at"))
 
 
+_WIRE_BY_ID = select(*_WIRE_COLUMNS).where(_VERDICTS.c.id.in_(bindparam("ids", expanding=True)))
+
+
+@functools.cache
+def _list_queries(counted: tuple[str, ...], *, since: bool, agent: bool) -> tuple[Select[Any], Select[Any]]:
+    """The total and the page query of ``GET /verdicts`` for one shape of filter (the
+    counted columns given, and whether a time or an agent is), with bound parameters
+    named after the filters: built once per shape (a few dozen exist), as building
+    them and their cache keys cost more than SQLite takes to run them."""
+    conditions = [_VERDICTS.c[name] == bindparam(name) for name in counted]
+    if since:
+        conditions.append(_VERDICTS.c.updated_at >= bindparam("since"))
+    if agent:
+        # Named among agents_involved or as the target (verdict_agents holds both).
+        conditions.append(_VERDICTS.c.id.in_(
+            select(_VERDICT_AGENTS.c.verdict_id).where(_VERDICT_AGENTS.c.agent_id == bindparam("agent_id"))))
+    if since or agent:  # counted here
+        total = select(func.count()).select_from(_VERDICTS).where(*conditions)
+    else:  # the sum of a few verdict_counts rows
+        total = select(func.sum(_COUNTS.c.n)).where(*(_COUNTS.c[name] == bindparam(name) for name in counted))
+    page = (select(_VERDICTS.c.id, _VERDICTS.c.updated_at).where(*conditions)
+            .order_by(_VERDICTS.c.updated_at.desc(), _VERDICTS.c.id)
+            .limit(bindparam("limit")).offset(bindparam("offset")))
+    return total, page
+
+
 def to_dict(row: Any) -> dict[str, Any]:
     """The wire form of a verdict (DESIGN.md section 10), from a :class:`VerdictRow`
     or anything with its attributes."""
@@ -360,36 +386,18 @@ class VerdictEngine:
         shared with later pages (read them, do not change them). Filtered by the
         counted columns alone, the total is the sum of a few verdict_counts rows;
         by agent or time, the matching verdicts are counted."""
-        given = {name: value for name in _COUNTED if (value := getattr(f, name))}
-        conditions = [_VERDICTS.c[name] == value for name, value in given.items()]
-        counted = [_COUNTS.c[name] == value for name, value in given.items()]
-        if f.since:
-            conditions.append(_VERDICTS.c.updated_at >= f.since)
-        if f.agent_id:
-            # Named among agents_involved or as the target (verdict_agents holds both).
-            conditions.append(_VERDICTS.c.id.in_(
-                select(_VERDICT_AGENTS.c.verdict_id).where(_VERDICT_AGENTS.c.agent_id == f.agent_id)
-            ))
+        params: dict[str, Any] = {name: value for name in _COUNTED if (value := getattr(f, name))}
+        total_query, page_query = _list_queries(tuple(params), since=bool(f.since), agent=bool(f.agent_id))
+        params.update(since=f.since, agent_id=f.agent_id, limit=f.limit, offset=f.offset)
         async with self._db.reader.connect() as conn:  # Core rows: no ORM identity map to fill
-            if f.since or f.agent_id:
-                total = await conn.scalar(select(func.count()).select_from(_VERDICTS).where(*conditions))
-            else:
-                total = await conn.scalar(select(func.sum(_COUNTS.c.n)).where(*counted))
+            total = await conn.scalar(total_query, params)
             if not total or total <= f.offset:  # nothing to walk the indexes for
                 return [], int(total or 0)
-            page = (
-                await conn.execute(
-                    select(_VERDICTS.c.id, _VERDICTS.c.updated_at)
-                    .where(*conditions)
-                    .order_by(_VERDICTS.c.updated_at.desc(), _VERDICTS.c.id)
-                    .limit(f.limit)
-                    .offset(f.offset)
-                )
-            ).all()
+            page = (await conn.execute(page_query, params)).all()
             wire = self._wire
             stale = [i for i, updated_at in page if i not in wire or wire[i][0] != updated_at]
             if stale:
-                rows = (await conn.execute(select(*_WIRE_COLUMNS).where(_VERDICTS.c.id.in_(stale)))).all()
+                rows = (await conn.execute(_WIRE_BY_ID, {"ids": stale})).all()
                 for row in rows:
                     wire[row.id] = (row.updated_at, to_dict(row))
         items = []
