@@ -20,6 +20,7 @@ There is deliberately no API to edit or delete rows.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -33,7 +34,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import Select, bindparam, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from cockpit.c2l.models import AuditRow
@@ -346,43 +347,48 @@ class AuditLog:
         held SQLite (on the event loop's thread) 13 ms, 190 ms filtered by layer; with
         the running totals a page of 50 takes 1-3 ms there after the first.
         """
-        conditions = []
-        if command_id is not None:
-            conditions.append(AuditRow.command_id == command_id)
-        if agent_id is not None:
-            conditions.append(AuditRow.agent_id == agent_id)
-        if layer is not None:
-            conditions.append(AuditRow.layer == layer)
+        given = {name: value for name, value in
+                 (("command_id", command_id), ("agent_id", agent_id), ("layer", layer)) if value is not None}
+        shape = tuple(given)
+        params: dict[str, Any] = {**given, "limit": max(1, min(limit, 1000)), "offset": max(0, offset)}
         key = (command_id, agent_id, layer)
         async with self._db.reader.connect() as conn:  # Core rows: no ORM identity map to fill
             since, counted = self._totals.pop(key, (0, 0))
-            more, head = await self._count(conn, since, conditions)
+            more, head = await self._count(conn, shape, since, params)
             if head < since:  # the table was emptied or restored from an older backup
-                (more, head), counted = await self._count(conn, 0, conditions), 0
+                (more, head), counted = await self._count(conn, shape, 0, params), 0
             counted += more
             self._totals[key] = (head, counted)
             while len(self._totals) > _TOTALS_KEPT:
                 self._totals.popitem(last=False)
-            rows = (
-                await conn.execute(
-                    select(_AUDIT)
-                    .where(*conditions)
-                    .order_by(AuditRow.id.desc())
-                    .limit(max(1, min(limit, 1000)))
-                    .offset(max(0, offset))
-                )
-            ).all()
+            rows = (await conn.execute(_query_statements(shape)[2], params)).all()
         return [to_dict(r) for r in rows], counted
 
     @staticmethod
-    async def _count(conn: Any, since: int, conditions: list[Any]) -> tuple[int, int]:
-        """Rows matching ``conditions`` after id ``since``, and the last id: one
+    async def _count(conn: Any, shape: tuple[str, ...], since: int, params: dict[str, Any]) -> tuple[int, int]:
+        """Rows matching the filters after id ``since``, and the last id: one
         statement, so both are read from the same snapshot."""
-        newer = [_AUDIT.c.id > since] if since else []
-        matching = select(func.count()).select_from(_AUDIT).where(*newer, *conditions).scalar_subquery()
-        head = select(func.max(_AUDIT.c.id)).scalar_subquery()
-        count, last = (await conn.execute(select(matching, head))).one()
+        all_rows, newer, _page = _query_statements(shape)
+        statement = newer if since else all_rows
+        count, last = (await conn.execute(statement, {**params, "since": since})).one()
         return int(count or 0), int(last or 0)
+
+
+@functools.cache
+def _query_statements(shape: tuple[str, ...]) -> tuple[Select[Any], Select[Any], Select[Any]]:
+    """For the filters named in ``shape`` (bound parameters of those names): the count
+    of every matching row and the last id, the same after id ``since``, and a page
+    newest first. Built once per shape (eight exist): building them and their cache
+    keys cost more than reading a page."""
+    conditions = [_AUDIT.c[name] == bindparam(name) for name in shape]
+    head = select(func.max(_AUDIT.c.id)).scalar_subquery()
+
+    def count(*where: Any) -> Select[Any]:
+        return select(select(func.count()).select_from(_AUDIT).where(*where).scalar_subquery(), head)
+
+    page = (select(_AUDIT).where(*conditions).order_by(_AUDIT.c.id.desc())
+            .limit(bindparam("limit")).offset(bindparam("offset")))
+    return count(*conditions), count(_AUDIT.c.id > bindparam("since"), *conditions), page
 
 
 def _link_reason(row: AuditRow, expected_prev: str) -> str:
