@@ -113,7 +113,7 @@ class CommandExecutor:
         self._slots = asyncio.Semaphore(max_concurrency)
         self._inflight: dict[str, asyncio.Task[None]] = {}
         #: claims under way (each becomes an in-flight task); none start once stopping
-        self._claiming = 0
+        self._claims: set[asyncio.Future[CommandRow | None]] = set()
         self._stopping = False
 
     def register(self) -> None:
@@ -137,15 +137,16 @@ class CommandExecutor:
         if self._stopping:
             logger.info("command_left_pending_at_stop", command_id=event.command_id)
             return
-        self._claiming += 1
-        try:
-            with urgent():
-                row = await self.claim(event.command_id)
-                if row is None:
-                    return
-                task = asyncio.create_task(self._run(row), name=f"c2l-command-{row.id}")
-        finally:
-            self._claiming -= 1
+        with urgent():
+            claim = asyncio.ensure_future(self.claim(event.command_id))
+            self._claims.add(claim)
+            try:
+                row = await claim
+            finally:
+                self._claims.discard(claim)
+            if row is None:
+                return
+            task = asyncio.create_task(self._run(row), name=f"c2l-command-{row.id}")
         self._inflight[row.id] = task
         task.add_done_callback(functools.partial(self._forget, row.id))
 
@@ -287,8 +288,8 @@ class CommandExecutor:
         command starts meanwhile (see :meth:`on_execute`)."""
         self._stopping = True
         deadline = asyncio.get_running_loop().time() + timeout
-        while self._claiming and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)  # a claim under way becomes a task to wait for
+        if self._claims:  # a claim under way becomes a task to wait for
+            await asyncio.wait(set(self._claims), timeout=timeout)
         timeout = max(0.0, deadline - asyncio.get_running_loop().time())
         tasks = list(self._inflight.values())
         if tasks:
