@@ -24,6 +24,7 @@ from cockpit.c2l.audit import AuditEntry, AuditLog
 from cockpit.c2l.killswitch import CommandSpec, KillOutcome, KillSwitch
 from cockpit.c2l.models import CommandExecutionRow, CommandRow
 from cockpit.events import CommandConfirmed, CommandStatus, CommandType, ExecuteCommand
+from cockpit.platform.batching import GroupCommit
 from cockpit.platform.bus import Channel, EventBus
 from cockpit.platform.db import Database, upsert, urgent, utcnow
 from cockpit.platform.metrics import Metrics
@@ -67,8 +68,19 @@ _CLAIM = (
             heartbeat_at=bindparam("now"), attempts=_COMMANDS.c.attempts + 1)
     .returning(*_COMMANDS.c)
 )
-_CONFIRMED = update(_COMMANDS).where(_COMMANDS.c.id == bindparam("command_id")).values(
+_CONFIRMED = update(_COMMANDS).where(_COMMANDS.c.id.in_(bindparam("command_ids", expanding=True))).values(
     confirmed_at=bindparam("now"))
+# A command's final row: only from the status it had (and, from EXECUTING, only by
+# the instance that claimed it), so a late or second finisher changes nothing.
+_FINISH = (
+    update(_COMMANDS)
+    .where(_COMMANDS.c.id == bindparam("command_id"), _COMMANDS.c.status == bindparam("expected"))
+    .values(status=bindparam("final"), executed_layers=bindparam("layers"),
+            cascade_terminated=bindparam("cascade"), result=bindparam("outcome"),
+            execution_time_ms=bindparam("elapsed_ms"), finished_at=bindparam("now"), heartbeat_at=None)
+    .returning(*_COMMANDS.c)
+)
+_FINISH_CLAIMED = _FINISH.where(_COMMANDS.c.claimed_by == bindparam("instance"))
 _EXECUTIONS = CommandExecutionRow.__table__
 _SUCCEEDED = select(_EXECUTIONS.c.result).where(
     _EXECUTIONS.c.command_id == bindparam("command_id"), _EXECUTIONS.c.agent_id == bindparam("agent_id"),
@@ -78,13 +90,18 @@ _SUCCEEDED = select(_EXECUTIONS.c.result).where(
 class ExecutionLedger:
     """``command_executions``: which action step of which command already ran on
     which agent, so a redelivered or recovered command never double-acts. Core
-    statements built once: every step of every command reads and writes here."""
+    statements built once: every step of every command reads and writes here.
+
+    Steps recorded while a write is in progress are written together in the next
+    transaction (group commit), as the audit's rows are: concurrent commands' steps
+    share transactions, and each caller still returns only once its step is stored."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
         # A failed step may be recorded again on retry; a success stays as it is.
         self._record = upsert(db.dialect, _EXECUTIONS, ["command_id", "agent_id", "layer"],
                               where=_EXECUTIONS.c.success.is_(False))
+        self._group: GroupCommit[dict[str, Any], None] = GroupCommit(self._write_group)
 
     async def succeeded(self, command_id: str, agent_id: str, key: str) -> dict[str, Any] | None:
         """The recorded result of a successful step, or ``None``."""
@@ -94,9 +111,15 @@ class ExecutionLedger:
     async def record(self, command_id: str, agent_id: str, key: str, success: bool,
                      result: dict[str, Any]) -> None:
         """Record a step's outcome (a failed step may be recorded again on retry)."""
-        async with self._db.engine.begin() as conn:
-            await conn.execute(self._record, {"command_id": command_id, "agent_id": agent_id, "layer": key,
-                                              "success": success, "result": result, "created_at": utcnow()})
+        await self._group.submit({"command_id": command_id, "agent_id": agent_id, "layer": key,
+                                  "success": success, "result": result, "created_at": utcnow()})
+
+    async def _write_group(self, records: list[dict[str, Any]]) -> list[None]:
+        # Part of the kill switch: its writes go first at the embedded writer.
+        with urgent():
+            async with self._db.engine.begin() as conn:
+                await conn.execute(self._record, records)
+        return [None] * len(records)
 
 
 class CommandExecutor:
@@ -115,6 +138,8 @@ class CommandExecutor:
         #: claims under way (each becomes an in-flight task); none start once stopping
         self._claims: set[asyncio.Future[CommandRow | None]] = set()
         self._stopping = False
+        #: confirmations published while a ``confirmed_at`` write runs are marked together
+        self._confirmed: GroupCommit[str, None] = GroupCommit(self._mark_confirmed)
 
     def register(self) -> None:
         """Subscribe to commands, shared between replicas (durable ``c2l-executor``)."""
@@ -180,7 +205,7 @@ class CommandExecutor:
         async with self._slots:
             started = time.perf_counter()
             spec = CommandSpec(row.id, CommandType(row.command_type), list(row.target_agents),
-                               dict(row.parameters or {}), row.operator)
+                               dict(row.parameters or {}), row.operator, attempt=row.attempts)
             logger.info("command_executing", command_id=row.id, type=row.command_type,
                         attempt=row.attempts)
             try:
@@ -207,16 +232,12 @@ class CommandExecutor:
         if outcome is not None:
             result |= {"agents": outcome.agents, "snapshots": outcome.snapshots}
         expected = (from_status or CommandStatus(row.status)).value
-        conditions = [_COMMANDS.c.id == row.id, _COMMANDS.c.status == expected]
-        if expected == CommandStatus.EXECUTING:
-            conditions.append(_COMMANDS.c.claimed_by == self.instance_id)
+        stmt = _FINISH_CLAIMED if expected == CommandStatus.EXECUTING else _FINISH
         async with self._db.engine.begin() as conn:
-            final = (await conn.execute(
-                update(_COMMANDS).where(*conditions).values(
-                    status=status.value, executed_layers=layers, cascade_terminated=cascade,
-                    result=result, execution_time_ms=elapsed_ms, finished_at=now, heartbeat_at=None)
-                .returning(*_COMMANDS.c)
-            )).first()
+            final = (await conn.execute(stmt, {
+                "command_id": row.id, "expected": expected, "instance": self.instance_id,
+                "final": status.value, "layers": layers, "cascade": cascade, "outcome": result,
+                "elapsed_ms": elapsed_ms, "now": now})).first()
         if final is None:
             return False
         self._count(row, status, now)
@@ -241,9 +262,13 @@ class CommandExecutor:
             logger.warning("command_confirmation_publish_failed", command_id=row.id,
                            error=f"{type(exc).__name__}: {exc}")
             return False
-        async with self._db.engine.begin() as conn:
-            await conn.execute(_CONFIRMED, {"command_id": row.id, "now": utcnow()})
+        await self._confirmed.submit(row.id)
         return True
+
+    async def _mark_confirmed(self, command_ids: list[str]) -> list[None]:
+        async with self._db.engine.begin() as conn:
+            await conn.execute(_CONFIRMED, {"command_ids": command_ids, "now": utcnow()})
+        return [None] * len(command_ids)
 
     async def retry_confirmations(self, limit: int = 200) -> int:
         """Publish the confirmations of final commands that never went out (a broker

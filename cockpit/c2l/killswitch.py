@@ -63,6 +63,9 @@ class CommandSpec:
     target_agents: list[str]
     parameters: dict[str, Any]
     operator: str | None = None
+    #: which execution of the command this is (1: the first, so no step of it ran
+    #: before and none is looked up in the ledger); ``None`` when not known
+    attempt: int | None = None
 
 
 @dataclass(slots=True)
@@ -179,7 +182,9 @@ class _Run:
 
     async def step(self, agent_id: str, key: str, act: Any) -> LayerResult:
         """Run an action step once per (command, agent, key); replay a past success."""
-        done = await self.ks._ledger.succeeded(self.spec.command_id, agent_id, key)
+        done = None
+        if self.spec.attempt != 1:
+            done = await self.ks._ledger.succeeded(self.spec.command_id, agent_id, key)
         if done is not None:
             result = LayerResult(**done)
             await self.record(agent_id, result, replayed=True)
@@ -245,8 +250,10 @@ class _Run:
     async def mute(self, row: AgentRow) -> None:
         duration = float(self.params.get("duration_seconds", 300))
         until = utcnow() + timedelta(seconds=duration)
+        after: AgentRow | None = None
 
         async def act() -> LayerResult:
+            nonlocal after
             after = await self.ks._registry.raise_status(row.id, "MUTED", muted_until=until)
             ok = after.status != "ACTIVE"
             return _software("mute", ok, {"status": after.status, "muted_until": until.isoformat()},
@@ -262,7 +269,8 @@ class _Run:
             if frozen.success and frozen.action != "not_applicable":
                 await self.ks._registry.set_frozen(row.id, True)
             ok, reason = ok and frozen.success, reason or frozen.reason
-        after = await self.ks._registry.row(row.id)
+        if after is None:  # the mute was replayed from an earlier execution: read it now
+            after = await self.ks._registry.row(row.id)
         self.done(row.id, ok, after.status, reason)
 
     async def isolate(self, row: AgentRow) -> None:

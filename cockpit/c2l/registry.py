@@ -8,6 +8,7 @@ ACTIVE < MUTED < REVOKED < ISOLATED < TERMINATED.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +40,21 @@ _ONE = select(_AGENTS).where(_AGENTS.c.id == bindparam("agent_id"))
 _KNOWN = select(_AGENTS.c.id).where(_AGENTS.c.id.in_(bindparam("agent_ids", expanding=True)))
 _BY_TOKEN = select(_AGENTS.c.id, _AGENTS.c.token_revoked_at, _AGENTS.c.status).where(
     _AGENTS.c.token_hash == bindparam("digest"))
+
+
+@functools.cache
+def _raise_status_statement(status: str, columns: tuple[str, ...]) -> Any:
+    """One statement per status and set of other columns, built once, the row as it
+    is afterwards returned: the status unless a stricter one is there; ``updated_at``
+    when the status or a value changes. Parameters: ``agent_id``, ``now`` and
+    ``new_<column>`` for each of ``columns``."""
+    kept = _AGENTS.c.status.in_([s for s in AGENT_STATUSES if _RANK[s] > _RANK[status]])
+    now = bindparam("now", type_=_AGENTS.c.updated_at.type)
+    return update(_AGENTS).where(_AGENTS.c.id == bindparam("agent_id")).values(
+        status=case((kept, _AGENTS.c.status), else_=status),
+        updated_at=now if columns else case((kept, _AGENTS.c.updated_at), else_=now),
+        **{column: bindparam(f"new_{column}") for column in columns},
+    ).returning(*_AGENTS.c)
 
 
 class AgentNotFound(LookupError):
@@ -280,18 +296,10 @@ class AgentRegistry:
     async def raise_status(self, agent_id: str, status: str, **values: Any) -> AgentRow:
         """Set ``status`` unless the agent already has a stricter one; other column
         ``values`` are always written. Returns the row as stored afterwards."""
-        stricter = [s for s in AGENT_STATUSES if _RANK[s] > _RANK[status]]
-        kept = _AGENTS.c.status.in_(stricter)
-        now = utcnow()
-        # One statement, the row as it is afterwards returned: the status unless a
-        # stricter one is there; ``updated_at`` when the status or a value changes.
-        stmt = update(_AGENTS).where(_AGENTS.c.id == agent_id).values(
-            status=case((kept, _AGENTS.c.status), else_=status),
-            updated_at=now if values else case((kept, _AGENTS.c.updated_at), else_=now),
-            **values,
-        ).returning(*_AGENTS.c)
+        stmt = _raise_status_statement(status, tuple(sorted(values)))
+        params = {"agent_id": agent_id, "now": utcnow()} | {f"new_{k}": v for k, v in values.items()}
         async with self._db.engine.begin() as conn:
-            row = (await conn.execute(stmt)).first()
+            row = (await conn.execute(stmt, params)).first()
         if row is None:
             raise AgentNotFound(f"agent {agent_id!r} not found")
         # A token stops working when its agent is TERMINATED or it is revoked.
