@@ -88,11 +88,19 @@ class VerdictAgentRow(Base):
     """Which agents a verdict names (its ``agents_involved`` and ``target``), for
     ``GET /verdicts?agent_id=`` through an index instead of a scan of every verdict's
     JSON. Written with the verdict; a verdict's agents never change (they are part of
-    its fingerprint)."""
+    its fingerprint). ``updated_at`` is the verdict's, written in every transaction
+    that changes the verdict's: an agent's page reads its verdicts newest first from
+    the index below, 50 entries, instead of walking every verdict by time and probing
+    for the agent's (150-170 ms at 500,000 verdicts on PostgreSQL)."""
 
     __tablename__ = "verdict_agents"
 
     agent_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     verdict_id: Mapped[str] = mapped_column(
         String(64), ForeignKey("verdicts.id", ondelete="CASCADE"), primary_key=True
+    )
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_verdict_agents_agent_id_updated_at", "agent_id", updated_at.desc(), "verdict_id"),
     )

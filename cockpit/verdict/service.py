@@ -74,6 +74,9 @@ _ACTIVE = select(_VERDICTS).where(
     _VERDICTS.c.fingerprint.in_(bindparam("fingerprints", expanding=True)), _VERDICTS.c.status == "ACTIVE")
 _INSERT = insert(_VERDICTS)
 _INSERT_AGENTS = insert(_VERDICT_AGENTS)
+#: a verdict's new updated_at onto the rows naming its agents (kept equal to it)
+_TOUCH_AGENTS = update(_VERDICT_AGENTS).where(_VERDICT_AGENTS.c.verdict_id == bindparam("of_verdict")).values(
+    updated_at=bindparam("at"))
 #: SET takes the columns the parameters name
 _UPDATE = update(_VERDICTS).where(_VERDICTS.c.id == bindparam("verdict_id"))
 #: the columns a draft can change on an existing verdict
@@ -95,13 +98,21 @@ def _list_queries(counted: tuple[str, ...], *, since: bool, agent: bool) -> tupl
     named after the filters: built once per shape (a few dozen exist), as building
     them and their cache keys cost more than SQLite takes to run them."""
     conditions = [_VERDICTS.c[name] == bindparam(name) for name in counted]
-    if since:
-        conditions.append(_VERDICTS.c.updated_at >= bindparam("since"))
     if agent:
-        # Named among agents_involved or as the target (verdict_agents holds both).
-        conditions.append(_VERDICTS.c.id.in_(
-            select(_VERDICT_AGENTS.c.verdict_id).where(_VERDICT_AGENTS.c.agent_id == bindparam("agent_id"))))
-    if since or agent:  # counted here
+        # Named among agents_involved or as the target (verdict_agents holds both, with
+        # the verdict's updated_at): the agent's index gives the page in order, joined
+        # to the verdicts only when other columns filter too.
+        links = _VERDICT_AGENTS
+        conditions.append(links.c.agent_id == bindparam("agent_id"))
+        if since:
+            conditions.append(links.c.updated_at >= bindparam("since"))
+        source = links.join(_VERDICTS, _VERDICTS.c.id == links.c.verdict_id) if counted else links
+        total = select(func.count()).select_from(source).where(*conditions)
+        page = (select(links.c.verdict_id, links.c.updated_at).select_from(source).where(*conditions)
+                .order_by(links.c.updated_at.desc(), links.c.verdict_id))
+        return total, page.limit(bindparam("limit")).offset(bindparam("offset"))
+    if since:  # counted here
+        conditions.append(_VERDICTS.c.updated_at >= bindparam("since"))
         total = select(func.count()).select_from(_VERDICTS).where(*conditions)
     else:  # the sum of a few verdict_counts rows
         total = select(func.sum(_COUNTS.c.n)).where(*(_COUNTS.c[name] == bindparam(name) for name in counted))
@@ -293,7 +304,7 @@ class VerdictEngine:
             if created:
                 await conn.execute(_INSERT, [vars(row) for row in created])
                 named = [
-                    {"agent_id": agent, "verdict_id": row.id}
+                    {"agent_id": agent, "verdict_id": row.id, "updated_at": row.updated_at}
                     for row in created
                     for agent in sorted(set(row.agents_involved) | ({row.target} if row.target else set()))
                 ]
@@ -305,6 +316,7 @@ class VerdictEngine:
                     {"verdict_id": row.id, **{column: getattr(row, column) for column in _UPDATED}}
                     for row in updated
                 ])
+                await conn.execute(_TOUCH_AGENTS, [{"of_verdict": row.id, "at": row.updated_at} for row in updated])
             counts: Counter[tuple[str, ...]] = Counter()
             for row in created:
                 counts[_counted(row)] += 1
@@ -367,7 +379,9 @@ class VerdictEngine:
             row.mitigation_command_id = mitigation_command_id
             row.updated_at = utcnow()
             counts[_counted(row)] += 1
-            await self._add_counts(await session.connection(), counts)
+            conn = await session.connection()
+            await conn.execute(_TOUCH_AGENTS, {"of_verdict": verdict_id, "at": row.updated_at})
+            await self._add_counts(conn, counts)
         data = to_dict(row)
         await self._bus.publish(
             Channel.VERDICTS, VerdictIssued(created=False, verdict=data), key=row.fleet_id

@@ -68,3 +68,49 @@ async def test_a_cache_smaller_than_the_page_still_serves_the_whole_page(harness
     assert total == 5 and [v["evidence_chain"] for v in items] == [[f"m-{n}"] for n in (4, 3, 2, 1, 0)]
     again, _ = await engine.list(VerdictFilters(limit=50))
     assert again == items
+
+
+def named(n: int, agents: list[str], evidence: list[str], target: str | None = None) -> VerdictDrafted:
+    return VerdictDrafted(
+        fingerprint=f"named-{n}", fleet_id="pages", category=Category.COLLUSION, severity=Severity.MEDIUM,
+        title=f"situation {n}", agents_involved=agents, target=target, evidence_chain=evidence,
+        confidence=0.7, recommended_action="MONITOR",
+    )
+
+
+async def test_an_agents_page_is_newest_first_through_every_change(harness: Harness) -> None:
+    """``?agent_id=`` lists the verdicts naming the agent (involved or target), ordered
+    by their last change: new evidence and a status change move a verdict to the top,
+    as they do on the unfiltered page, and filters combine with it."""
+    h = harness
+    engine = h.cockpit.verdicts
+    await engine.on_draft(named(0, ["ana", "bo"], ["m-0"]))
+    await engine.on_draft(named(1, ["cy", "dee"], ["m-1"], target="ana"))
+    await engine.on_draft(named(2, ["ana", "eve"], ["m-2"]))
+    await engine.on_draft(named(3, ["bo", "cy"], ["m-3"]))  # does not name ana
+
+    def titles(items: list[dict[str, Any]]) -> list[str]:
+        return [v["title"] for v in items]
+
+    assert titles(await page(h, agent_id="ana")) == ["situation 2", "situation 1", "situation 0"]
+    await engine.on_draft(named(0, ["ana", "bo"], ["m-0", "m-0b"]))  # new evidence
+    assert titles(await page(h, agent_id="ana")) == ["situation 0", "situation 2", "situation 1"]
+    assert titles(await page(h, agent_id="bo")) == ["situation 0", "situation 3"]
+
+    situation_1 = next(v["id"] for v in await page(h, agent_id="ana") if v["title"] == "situation 1")
+    r = await h.client.patch(f"/verdicts/{situation_1}", json={"status": "DISMISSED"}, headers=h.headers())
+    assert r.status_code == 200, r.text
+    ana = await page(h, agent_id="ana")
+    assert titles(ana) == ["situation 1", "situation 0", "situation 2"]
+    assert ana[0]["status"] == "DISMISSED" and ana == [
+        v for v in await page(h) if v["title"] in {"situation 0", "situation 1", "situation 2"}]
+
+    assert titles(await page(h, agent_id="ana", status="ACTIVE")) == ["situation 0", "situation 2"]
+    assert titles(await page(h, agent_id="ana", offset=1)) == ["situation 0", "situation 2"]
+    r = await h.client.get("/verdicts", params={"agent_id": "ana", "limit": 1}, headers=h.headers("VIEWER"))
+    assert r.json()["total"] == 3 and len(r.json()["items"]) == 1
+    r = await h.client.get("/verdicts", params={"agent_id": "ana", "status": "ACTIVE"}, headers=h.headers("VIEWER"))
+    assert r.json()["total"] == 2
+    since = ana[1]["updated_at"]  # situation 0's last change: it and what changed after
+    assert titles(await page(h, agent_id="ana", since=since)) == ["situation 1", "situation 0"]
+    assert await page(h, agent_id="nobody") == []

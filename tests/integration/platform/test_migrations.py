@@ -127,3 +127,32 @@ def test_verdicts_written_before_0008_are_counted(database_url: str) -> None:
                           ("f2", "ACTIVE", "HIGH", "ALLIANCE", 1)}
     finally:
         engine.dispose()
+
+
+def test_verdicts_named_before_0009_keep_their_times_by_agent(database_url: str) -> None:
+    """0009 copies each verdict's updated_at onto the rows naming its agents."""
+    _alembic(database_url, "upgrade", "0008")
+    engine = create_engine(_sync(database_url))
+    try:
+        with engine.begin() as conn:
+            for vid, at in (("v1", "2026-11-28 01:00:00"), ("v2", "2026-11-28 02:00:00")):
+                conn.execute(text(
+                    "INSERT INTO verdicts (id, fingerprint, fleet_id, agent_id, final_verdict, category, severity, "
+                    "title, agents_involved, target, evidence_chain, confidence, recommended_action, status, "
+                    "created_at, updated_at) VALUES (:id, :id, 'f', 'a', 'ALLIANCE', 'ALLIANCE', 'LOW', 't', "
+                    "'[\"a\", \"b\"]', NULL, '[]', 0.5, 'MONITOR', 'ACTIVE', :at, :at)"), {"id": vid, "at": at})
+                for agent in ("a", "b"):
+                    conn.execute(text("INSERT INTO verdict_agents (agent_id, verdict_id) VALUES (:a, :v)"),
+                                 {"a": agent, "v": vid})
+        _alembic(database_url, "upgrade", "head")
+        with engine.connect() as conn:
+            mismatched = conn.execute(text(
+                "SELECT count(*) FROM verdict_agents JOIN verdicts ON verdicts.id = verdict_agents.verdict_id "
+                "WHERE verdict_agents.updated_at IS NULL OR verdict_agents.updated_at <> verdicts.updated_at"
+            )).scalar()
+            newest_first = conn.execute(text(
+                "SELECT verdict_id FROM verdict_agents WHERE agent_id = 'a' "
+                "ORDER BY updated_at DESC, verdict_id")).scalars().all()
+        assert mismatched == 0 and newest_first == ["v2", "v1"]
+    finally:
+        engine.dispose()
