@@ -89,6 +89,9 @@ async def run(url: str, verdicts: int) -> None:
             ("category=THREAT (none)", VerdictFilters(category="THREAT")),
             ("fleet_id=fleet-5&status=ACTIVE", VerdictFilters(fleet_id="fleet-5", status="ACTIVE")),
             ("agent_id=agent-7", VerdictFilters(agent_id="agent-7")),
+            ("agent_id=agent-7&status=ACTIVE (none of its verdicts)",
+             VerdictFilters(agent_id="agent-7", status="ACTIVE")),
+            ("agent_id=agent-7&status=MITIGATED", VerdictFilters(agent_id="agent-7", status="MITIGATED")),
             ("since=an hour ago", VerdictFilters(since=hour_ago)),
             ("offset=10000", VerdictFilters(offset=10_000)),
         ):

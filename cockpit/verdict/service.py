@@ -11,7 +11,18 @@ from types import SimpleNamespace
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import Select, bindparam, delete, func, insert, literal_column, select, text, update
+from sqlalchemy import (
+    Select,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from cockpit.events import (
@@ -100,15 +111,16 @@ def _list_queries(counted: tuple[str, ...], *, since: bool, agent: bool) -> tupl
     conditions = [_VERDICTS.c[name] == bindparam(name) for name in counted]
     if agent:
         # Named among agents_involved or as the target (verdict_agents holds both, with
-        # the verdict's updated_at): the agent's index gives the page in order, joined
-        # to the verdicts only when other columns filter too.
+        # the verdict's updated_at): the agent's index gives the page in order. Other
+        # columns are checked on each of the agent's verdicts (EXISTS: SQLite's planner,
+        # given a join, walked every verdict of the status instead).
         links = _VERDICT_AGENTS
-        conditions.append(links.c.agent_id == bindparam("agent_id"))
+        conditions = [links.c.agent_id == bindparam("agent_id")] + (
+            [exists().where(_VERDICTS.c.id == links.c.verdict_id, *conditions)] if counted else [])
         if since:
             conditions.append(links.c.updated_at >= bindparam("since"))
-        source = links.join(_VERDICTS, _VERDICTS.c.id == links.c.verdict_id) if counted else links
-        total = select(func.count()).select_from(source).where(*conditions)
-        page = (select(links.c.verdict_id, links.c.updated_at).select_from(source).where(*conditions)
+        total = select(func.count()).select_from(links).where(*conditions)
+        page = (select(links.c.verdict_id, links.c.updated_at).where(*conditions)
                 .order_by(links.c.updated_at.desc(), links.c.verdict_id))
         return total, page.limit(bindparam("limit")).offset(bindparam("offset"))
     if since:  # counted here
