@@ -229,7 +229,9 @@ class VerdictEngine:
         # id -> (updated_at, wire dict). Every write sets updated_at (here or in another
         # replica), so a page reads each row's (id, updated_at) and builds only the
         # dicts of rows that changed since: the verdict lists operators poll cost a
-        # fraction of a full read. Least recently used entries go first.
+        # fraction of a full read. This engine's own writes put the dicts they announce
+        # here, so under a stream of updates a page does not read back and rebuild the
+        # verdicts that just changed. Least recently used entries go first.
         self._wire: OrderedDict[str, tuple[datetime, dict[str, Any]]] = OrderedDict()
         self._wire_capacity = wire_cache
         self._count = increment(db.dialect, _COUNTS, list(_COUNTED), "n")
@@ -275,7 +277,9 @@ class VerdictEngine:
                 "verdict_created" if verdict.created else "verdict_updated",
                 verdict_id=row.id, category=row.category, severity=row.severity,
             )
-            issued = VerdictIssued(created=verdict.created, verdict=to_dict(row))
+            data = to_dict(row)
+            self._remember(row.id, row.updated_at, data)
+            issued = VerdictIssued(created=verdict.created, verdict=data)
             announce = functools.partial(self._bus.publish, Channel.VERDICTS, issued, key=row.fleet_id)
             await until_done(announce, what="verdict_announce")
 
@@ -395,6 +399,7 @@ class VerdictEngine:
             await conn.execute(_TOUCH_AGENTS, {"of_verdict": verdict_id, "at": row.updated_at})
             await self._add_counts(conn, counts)
         data = to_dict(row)
+        self._remember(row.id, row.updated_at, data)
         await self._bus.publish(
             Channel.VERDICTS, VerdictIssued(created=False, verdict=data), key=row.fleet_id
         )
@@ -433,9 +438,18 @@ class VerdictEngine:
                 continue
             wire.move_to_end(verdict_id)
             items.append(entry[1])
-        while len(wire) > self._wire_capacity:
-            wire.popitem(last=False)
+        self._trim()
         return items, int(total or 0)
+
+    def _remember(self, verdict_id: str, updated_at: datetime, data: dict[str, Any]) -> None:
+        """Keep a verdict's wire form as this engine just wrote it (see ``_wire``)."""
+        self._wire[verdict_id] = (updated_at, data)
+        self._wire.move_to_end(verdict_id)
+        self._trim()
+
+    def _trim(self) -> None:
+        while len(self._wire) > self._wire_capacity:
+            self._wire.popitem(last=False)
 
     async def stats(self) -> dict[str, Any]:
         """Counts by status, and active verdicts by severity and by category (from

@@ -40,12 +40,15 @@ async def test_a_page_shows_every_change_to_its_verdicts(harness: Harness) -> No
     after = await page(h)
     assert after[0]["agents_involved"] == ["agent-0"]
     assert after[0]["evidence_chain"] == ["m-0-0", "m-0-1"] and after[0]["severity"] == "CRITICAL"
+    # The page serves what the engine announced for its own write: exactly the stored verdict.
+    assert after[0] == (await h.client.get(f"/verdicts/{after[0]['id']}", headers=h.headers("VIEWER"))).json()
 
     # An operator's status change shows at once.
     dismissed = next(v["id"] for v in after if v["agents_involved"] == ["agent-2"])
     r = await h.client.patch(f"/verdicts/{dismissed}", json={"status": "DISMISSED"}, headers=h.headers())
     assert r.status_code == 200
     assert {v["id"]: v["status"] for v in await page(h)}[dismissed] == "DISMISSED"
+    assert next(v for v in await page(h) if v["id"] == dismissed) == r.json()
 
     # Another replica's write (its own engine, the same database) shows too.
     other = VerdictEngine(h.cockpit.db, h.cockpit.bus, Metrics())
