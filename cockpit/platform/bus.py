@@ -675,16 +675,21 @@ class NatsTransport:
         goes to the next owner after that long, not after JetStream's default 30 s.
         Messages being handled, or waiting their turn, are kept with a progress signal
         every third of a lease (:meth:`PartitionLeases.touch`)."""
-        from faststream import Context
         from faststream.exceptions import NackMessage
 
         sub = leases.sub
         subscriber = self._durable(partition_subject(sub.channel, partition), partition_durable(sub.channel, partition),
                                    JS_STREAM_OF[sub.channel], persistent=False, ack_wait=leases.ttl)
         decoded = _decoded(sub)
+        context = self.broker.context
 
-        # FastStream injects the message being handled (for its progress signals).
-        async def handler(body: Any, message: Any = Context("message")) -> None:  # noqa: B008
+        async def handler(body: Any) -> None:
+            # The message being handled (for its progress signals), read from FastStream's
+            # context in this task: an injected ``Context("message")`` parameter is
+            # resolved in a worker thread, and those threads finishing out of order let
+            # later messages of a fetch overtake earlier ones before the FIFO lock (a
+            # promise analysed after the attack that broke it).
+            message = context.get_local("message")
             # A renewal overdue (a busy loop) is made now; a lease lost is handed back:
             # JetStream redelivers the message, to the owner once there is one.
             if not leases.valid(partition) and not await leases.renew(partition, lapsed_only=True):
@@ -695,7 +700,7 @@ class NatsTransport:
             finally:
                 del leases.in_flight[id(message)]
 
-        handler.__annotations__ = {**decoded.__annotations__, "message": Any}
+        handler.__annotations__ = dict(decoded.__annotations__)
         handler.__name__ = decoded.__name__
         subscriber(handler)
         await subscriber.start()
