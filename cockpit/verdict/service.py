@@ -109,27 +109,22 @@ def _list_queries(counted: tuple[str, ...], *, since: bool, agent: bool) -> tupl
     named after the filters: built once per shape (a few dozen exist), as building
     them and their cache keys cost more than SQLite takes to run them."""
     conditions = [_VERDICTS.c[name] == bindparam(name) for name in counted]
+    table, ident, updated = _VERDICTS, _VERDICTS.c.id, _VERDICTS.c.updated_at
     if agent:
         # Named among agents_involved or as the target (verdict_agents holds both, with
         # the verdict's updated_at): the agent's index gives the page in order. Other
         # columns are checked on each of the agent's verdicts (EXISTS: SQLite's planner,
         # given a join, walked every verdict of the status instead).
-        links = _VERDICT_AGENTS
-        conditions = [links.c.agent_id == bindparam("agent_id")] + (
-            [exists().where(_VERDICTS.c.id == links.c.verdict_id, *conditions)] if counted else [])
-        if since:
-            conditions.append(links.c.updated_at >= bindparam("since"))
-        total = select(func.count()).select_from(links).where(*conditions)
-        page = (select(links.c.verdict_id, links.c.updated_at).where(*conditions)
-                .order_by(links.c.updated_at.desc(), links.c.verdict_id))
-        return total, page.limit(bindparam("limit")).offset(bindparam("offset"))
-    if since:  # counted here
-        conditions.append(_VERDICTS.c.updated_at >= bindparam("since"))
-        total = select(func.count()).select_from(_VERDICTS).where(*conditions)
+        table, ident, updated = _VERDICT_AGENTS, _VERDICT_AGENTS.c.verdict_id, _VERDICT_AGENTS.c.updated_at
+        conditions = [_VERDICT_AGENTS.c.agent_id == bindparam("agent_id")] + (
+            [exists().where(_VERDICTS.c.id == ident, *conditions)] if counted else [])
+    if since:
+        conditions.append(updated >= bindparam("since"))
+    if since or agent:  # counted here
+        total = select(func.count()).select_from(table).where(*conditions)
     else:  # the sum of a few verdict_counts rows
         total = select(func.sum(_COUNTS.c.n)).where(*(_COUNTS.c[name] == bindparam(name) for name in counted))
-    page = (select(_VERDICTS.c.id, _VERDICTS.c.updated_at).where(*conditions)
-            .order_by(_VERDICTS.c.updated_at.desc(), _VERDICTS.c.id)
+    page = (select(ident, updated).where(*conditions).order_by(updated.desc(), ident)
             .limit(bindparam("limit")).offset(bindparam("offset")))
     return total, page
 
