@@ -682,6 +682,12 @@ class NatsTransport:
                                    JS_STREAM_OF[sub.channel], persistent=False, ack_wait=leases.ttl)
         decoded = _decoded(sub)
         context = self.broker.context
+        # The messages of a fetch pass the lease check one at a time, in the order they
+        # were fetched: one waiting for an overdue renewal is not overtaken by a later one
+        # that finds the lease renewed meanwhile (by the tick) and goes straight on.
+        # Leaving the check, a message reaches ``decoded``'s own ordering point (its FIFO
+        # lock or its group commit) without yielding, so that order carries on.
+        turn = asyncio.Lock()
 
         async def handler(body: Any) -> None:
             # The message being handled (for its progress signals), read from FastStream's
@@ -690,12 +696,13 @@ class NatsTransport:
             # later messages of a fetch overtake earlier ones before the FIFO lock (a
             # promise analysed after the attack that broke it).
             message = context.get_local("message")
-            # A renewal overdue (a busy loop) is made now; a lease lost is handed back:
-            # JetStream redelivers the message, to the owner once there is one.
-            if not leases.valid(partition) and not await leases.renew(partition, lapsed_only=True):
-                raise NackMessage(delay=leases.ttl / 3)
             leases.in_flight[id(message)] = message
             try:
+                async with turn:
+                    # A renewal overdue (a busy loop) is made now; a lease lost is handed
+                    # back: JetStream redelivers the message, to the owner once there is one.
+                    if not leases.valid(partition) and not await leases.renew(partition, lapsed_only=True):
+                        raise NackMessage(delay=leases.ttl / 3)
                 await decoded(body)
             finally:
                 del leases.in_flight[id(message)]

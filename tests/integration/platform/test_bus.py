@@ -285,6 +285,64 @@ async def test_a_partition_message_a_vanished_consumer_held_reaches_the_next_own
         await publisher.stop()
 
 
+@pytest.mark.nats
+async def test_a_partition_message_waiting_for_an_overdue_renewal_is_not_overtaken(
+        nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two messages of a fleet in one fetch; the first finds its lease overdue and
+    waits for the renewal, the second finds it renewed meanwhile (the tick got there
+    first). The second still waits its turn: the fleet's messages are handled in the
+    order they were published (a promise before the attack that breaks it)."""
+    from cockpit.platform.bus import PartitionLeases
+
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+    partition = partition_of(fleet, 16)
+    renewal = asyncio.Event()
+    checks: list[int] = []
+    valid, renew = PartitionLeases.valid, PartitionLeases.renew
+
+    def overdue_once(self: PartitionLeases, p: int) -> bool:
+        if p == partition:
+            checks.append(p)
+            if len(checks) == 1:  # the first message's check
+                return False
+        return valid(self, p)
+
+    async def slow_renewal(self: PartitionLeases, p: int, *, lapsed_only: bool = False) -> bool:
+        if p == partition and lapsed_only:
+            await renewal.wait()
+        return await renew(self, p, lapsed_only=lapsed_only)
+
+    monkeypatch.setattr(PartitionLeases, "valid", overdue_once)
+    monkeypatch.setattr(PartitionLeases, "renew", slow_renewal)
+    publisher = build_bus(nats_url, None)
+    await publisher.start()
+    handled: list[str] = []
+
+    async def on_telemetry(event: TelemetryReceived) -> None:
+        if event.fleet_id == fleet:
+            handled.append(event.messages[0].message_id)
+
+    consumer = build_bus(nats_url, None)
+    consumer.subscribe(Channel.TELEMETRY, TelemetryReceived, on_telemetry, shared=True)
+    try:
+        # Both wait in the stream: the consumer's first fetch takes them together.
+        await publisher.publish(Channel.TELEMETRY, _telemetry(fleet, 1), key=fleet)
+        await publisher.publish(Channel.TELEMETRY, TelemetryReceived(fleet_id=fleet, messages=[
+            Telemetry(message_id=f"{fleet}-1", fleet_id=fleet, source_agent_id="a", content="then")]), key=fleet)
+        await consumer.start()
+        leases = consumer.routes[Channel.TELEMETRY].leases[0]  # type: ignore[attr-defined]
+        # Both delivered: the first waits for its renewal, the second behind it (or,
+        # overtaking it, already handled).
+        await _wait_for(lambda: len(leases.in_flight) == 2 or bool(handled), timeout=10)
+        assert handled == []
+        renewal.set()
+        await _wait_for(lambda: len(handled) == 2, timeout=10)
+        assert handled == [f"{fleet}-0", f"{fleet}-1"]
+    finally:
+        await consumer.stop()
+        await publisher.stop()
+
+
 async def test_in_process_telemetry_takes_turns_between_fleets() -> None:
     """Embedded, a busy fleet holds back its own publishers, not the other fleets': a
     quiet fleet's event is queued at once and handled after one event of the busy
