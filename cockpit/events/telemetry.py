@@ -106,6 +106,9 @@ class TelemetryReceived(Event):
     stored: bool = True
     #: Layer 1 results aligned with ``messages`` (None for actions), when known
     analysis: list[MessageAnalysis | None] | None = None
+    #: stored messages sent by id, after ``messages``: each too large for one message
+    #: of the broker on its own; the consumer reads them from the database
+    stored_ids: list[str] = Field(default_factory=list)
     received_at: datetime = Field(default_factory=utcnow)
 
     @model_validator(mode="before")

@@ -216,6 +216,17 @@ class TelemetryStore:
             ).all()
         return [row_to_dict(r) for r in sorted(rows, key=lambda r: (r.timestamp, r.message_id))]
 
+    async def rows(self, message_ids: Sequence[str]) -> list[TelemetryRow]:
+        """The stored rows with these ids, in the order of ``message_ids`` (those not
+        stored are left out)."""
+        if not message_ids:
+            return []
+        async with self._db.sessions() as session:
+            rows = (await session.scalars(
+                select(TelemetryRow).where(TelemetryRow.message_id.in_(list(message_ids))))).all()
+        by_id = {row.message_id: row for row in rows}
+        return [by_id[i] for i in message_ids if i in by_id]
+
     async def recent(self, since: datetime, limit: int) -> list[TelemetryRow]:
         """Analysed messages newer than ``since`` (oldest first), to rebuild state."""
         async with self._db.bulk_sessions() as session:

@@ -22,7 +22,7 @@ from cockpit.filter.semantic import SemanticAnalyzer
 from cockpit.filter.strategic import AllianceEdge, StrategicConfig, StrategicLayer, snapshot_of
 from cockpit.filter.synthesis import SynthesisConfig, Synthesizer
 from cockpit.platform.batching import GroupCommit
-from cockpit.platform.bus import Assignment, Channel, EventBus
+from cockpit.platform.bus import Assignment, Channel, EventBus, EventTooLarge
 from cockpit.platform.db import utcnow
 from cockpit.platform.metrics import Metrics
 from cockpit.platform.retry import until_done
@@ -158,11 +158,30 @@ class NarrativeFilter:
         return result
 
     async def _publish(
-        self, fleet_id: str, messages: list[Telemetry], analysis: list[MessageAnalysis | None]
+        self, fleet_id: str, messages: list[Telemetry], analysis: list[MessageAnalysis | None], *,
+        by_id: bool = False,
     ) -> bool:
-        event = TelemetryReceived(fleet_id=fleet_id, messages=messages, analysis=analysis)
+        """Publish stored messages of a fleet for Layers 2-3; ``False`` if (some of)
+        them must wait for the redispatch.
+
+        An event larger than the broker takes in one message (NATS's ``max_payload``,
+        1 MiB by default, holds a dozen long messages of a batch) goes in halves, in
+        order; a message too large on its own goes ``by_id``, and its consumer reads it
+        back from the database."""
+        event = (TelemetryReceived(fleet_id=fleet_id, messages=[], stored_ids=[m.message_id for m in messages])
+                 if by_id else TelemetryReceived(fleet_id=fleet_id, messages=messages, analysis=analysis))
         try:
             await self._bus.publish(Channel.TELEMETRY, event, key=fleet_id)
+        except EventTooLarge as exc:
+            if len(messages) > 1:
+                half = len(messages) // 2
+                return (await self._publish(fleet_id, messages[:half], analysis[:half], by_id=by_id)
+                        and await self._publish(fleet_id, messages[half:], analysis[half:], by_id=by_id))
+            if by_id:  # not even an id fits: a broker configured with a tiny limit
+                logger.error("telemetry_dispatch_impossible", fleet_id=fleet_id, message_id=messages[0].message_id,
+                             error=str(exc))
+                return False
+            return await self._publish(fleet_id, messages, analysis, by_id=True)
         except Exception as exc:  # noqa: BLE001 - the rows are stored: redispatch sends them later
             logger.warning("telemetry_dispatch_deferred", fleet_id=fleet_id, messages=len(messages),
                            error=f"{type(exc).__name__}: {exc}")
@@ -325,6 +344,10 @@ class NarrativeFilter:
                 analysis = list(event.analysis)
             else:
                 analysis = self.analyse_messages(messages)
+            if event.stored_ids:  # too large for the broker: read back, with their Layer 1 results
+                rows = await self.store.rows(event.stored_ids)
+                messages += [telemetry_from_row(row) for row in rows]
+                analysis += [_stored_analysis(row) for row in rows]
             if not event.stored:
                 by_id = {m.message_id: a for m, a in zip(messages, analysis, strict=True) if a}
                 inserted = await self.store.insert_new(messages, (), by_id)

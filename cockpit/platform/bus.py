@@ -47,7 +47,8 @@ from pydantic import BaseModel
 from cockpit.platform.batching import GroupCommit
 
 __all__ = [
-    "Assignment", "Channel", "EventBus", "Handler", "MemoryTransport", "PublishFailed", "build_bus", "partition_of",
+    "Assignment", "Channel", "EventBus", "EventTooLarge", "Handler", "MemoryTransport", "PublishFailed", "build_bus",
+    "partition_of",
 ]
 
 E = TypeVar("E", bound=BaseModel)
@@ -57,6 +58,12 @@ Handler = Callable[[Any], Awaitable[None]]
 class PublishFailed(Exception):
     """The channel's broker did not take the event (unreachable, timed out): whatever
     the transport raised, under one name, so callers need not know the broker."""
+
+
+class EventTooLarge(Exception):
+    """The event, encoded, is more than the channel's broker takes in one message
+    (NATS's ``max_payload``, 1 MiB by default; a Kafka request's size). Waiting will
+    not help: the publisher splits it, or sends a reference instead."""
 
 
 class Channel(StrEnum):
@@ -103,6 +110,11 @@ PARTITIONED = frozenset({Channel.TELEMETRY})
 
 #: the most events one call of a ``batch=True`` handler receives
 MAX_BATCH = 256
+#: the largest encoded event published to Kafka: below aiokafka's request size and
+#: the brokers' ``message.max.bytes`` (1 MiB by default), with room for the record
+KAFKA_MAX_EVENT_BYTES = 1_000_000
+#: room left in NATS's ``max_payload`` for a message's headers
+_HEADERS_ROOM = 4096
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 
@@ -716,6 +728,10 @@ class NatsTransport:
     async def publish(self, channel: Channel, event: BaseModel, key: str, message_id: str | None) -> None:
         subject = nats_subject(channel, key)
         body = event.model_dump_json().encode()
+        # The server's limit counts the headers too.
+        limit = self.broker.connection.max_payload - _HEADERS_ROOM
+        if len(body) > limit:
+            raise EventTooLarge(f"{len(body):,} bytes; the NATS server takes {limit:,} with headers")
         stream = JS_STREAM_OF.get(channel)
         headers = {"Nats-Msg-Id": message_id} if message_id else None
         await self.broker.publish(body, subject, stream=stream, headers=headers, timeout=5.0)
@@ -804,9 +820,10 @@ class KafkaTransport:
             listener.subscriber = subscriber
 
     async def publish(self, channel: Channel, event: BaseModel, key: str, message_id: str | None) -> None:
-        await self.broker.publish(
-            event.model_dump_json().encode(), KAFKA_TOPICS[channel], key=key.encode()
-        )
+        body = event.model_dump_json().encode()
+        if len(body) > KAFKA_MAX_EVENT_BYTES:
+            raise EventTooLarge(f"{len(body):,} bytes; a Kafka message here takes {KAFKA_MAX_EVENT_BYTES:,}")
+        await self.broker.publish(body, KAFKA_TOPICS[channel], key=key.encode())
 
     async def start(self) -> None:
         await self.broker.start()
@@ -932,10 +949,12 @@ class EventBus:
     ) -> None:
         """Publish ``event`` on ``channel`` keyed by ``key`` (fleet, agent or command id);
         ``message_id`` lets JetStream de-duplicate. Raises :class:`PublishFailed` if the
-        broker did not take it."""
+        broker did not take it, :class:`EventTooLarge` if it never could."""
         transport = self.routes[channel]
         try:
             await transport.publish(channel, event, key, message_id)
+        except EventTooLarge:
+            raise
         except Exception as exc:
             raise PublishFailed(f"{transport.name}: {type(exc).__name__}: {exc}") from exc
 

@@ -93,3 +93,36 @@ async def test_raw_telemetry_on_nats_reaches_verdicts(
             assert json.loads(stored.data) == items[:10]
         finally:
             await client.drain()
+
+
+@pytest.mark.parametrize("broker", [pytest.param("nats", marks=pytest.mark.nats),
+                                    pytest.param("kafka", marks=pytest.mark.kafka)])
+async def test_telemetry_larger_than_a_broker_message_is_analysed(
+    request: pytest.FixtureRequest, tmp_path: Path, broker: str
+) -> None:
+    """A batch whose messages of one fleet add up to more than the broker takes in one
+    message (1 MiB), and a message larger than that on its own: all are accepted and
+    all analysed, once; the verdicts cite the large one."""
+    url = request.getfixturevalue(f"{broker}_url")
+    settings = settings_for("sqlite", tmp_path, request, **{f"{broker}_url": url})
+    async for h in make_harness(settings):
+        items, labels = scenario()
+        for item in items:
+            item["attributes"] = {"transcript": "x" * 50_000}  # 2 MB for the fleet
+        giant = next(i for i in items if i["message_id"].endswith(labels["d_attack"][0]))
+        giant["attributes"] = {"transcript": "y" * 1_200_000}
+        r = await h.client.post("/telemetry", json={"messages": items}, headers=h.headers())
+        assert r.status_code == 202, r.text
+        assert r.json() == {"accepted": len(items), "duplicates": 0}
+
+        seen = await _wait_for_verdicts(h, {"COLLUSION", "INCONSISTENCY", "DECEPTION"}, len(items), 60)
+        assert {"COLLUSION", "INCONSISTENCY", "DECEPTION"} <= seen
+        metrics = (await h.client.get("/metrics")).text
+        analysed = next(line for line in metrics.splitlines() if line.startswith("narrative_filter_requests_total"))
+        assert float(analysed.split()[-1]) == len(items)
+        verdict = (await h.client.get("/verdicts", params={"category": "INCONSISTENCY"},
+                                      headers=h.headers("VIEWER"))).json()["items"][0]
+        evidence = (await h.client.get(f"/verdicts/{verdict['id']}/evidence", headers=h.headers("VIEWER"))).json()
+        cited = {m["message_id"]: m for m in evidence["items"]}
+        assert giant["message_id"] in cited
+        assert cited[giant["message_id"]]["attributes"] == giant["attributes"]
