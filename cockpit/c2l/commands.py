@@ -169,7 +169,23 @@ def _number(params: dict[str, Any], name: str, low: float, high: float) -> None:
         raise InvalidCommand(f"parameters.{name} must be a number in [{low}, {high}]")
 
 
+#: the parameters each command type takes (the others take none)
+PARAMETERS: dict[CommandType, tuple[str, ...]] = {
+    CommandType.MUTE: ("duration_seconds", "freeze"),
+    CommandType.TERMINATE: ("grace_seconds", "cascade"),
+    CommandType.INJECT_CONSTRAINT: ("constraint",),
+}
+
+
 def _validate_parameters(ctype: CommandType, params: dict[str, Any]) -> None:
+    # A misspelt name would otherwise be stored and ignored (a MUTE of the default
+    # length instead of the one asked for), and an unbounded value could make the
+    # command larger than the broker takes: it would never be dispatched.
+    known = PARAMETERS.get(ctype, ())
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        takes = f"it takes {', '.join(known)}" if known else "it takes none"
+        raise InvalidCommand(f"parameters {', '.join(unknown)} not known for {ctype.value} ({takes})")
     if ctype is CommandType.MUTE:
         _number(params, "duration_seconds", 1, 30 * 86400)
         if not isinstance(params.get("freeze", False), bool):

@@ -87,7 +87,10 @@ class CommandCreate(BaseModel):
     command_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")] | None = None
     command_type: Literal["MUTE", "ISOLATE", "TERMINATE", "SNAPSHOT_STATE", "REVOKE_ACCESS", "INJECT_CONSTRAINT"]
     target_agents: Annotated[list[Id], Field(min_length=1, max_length=500)]
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[str, Any] = Field(default_factory=dict, description=(
+        "MUTE: duration_seconds (1 to 2,592,000; default 300), freeze (boolean). TERMINATE: grace_seconds "
+        "(0 to 600), cascade (boolean, default true). INJECT_CONSTRAINT: constraint (1 to 10,000 characters, "
+        "required). The other types take none; an unknown name is refused (422)."))
     reason: Annotated[str, Field(max_length=2000)] | None = None
     verdict_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
 

@@ -105,6 +105,9 @@ async def test_unknown_targets_are_refused(make: Factory) -> None:
     {"command_type": "MUTE", "target_agents": ["a"], "parameters": {"duration_seconds": -5}},
     {"command_type": "INJECT_CONSTRAINT", "target_agents": ["a"], "parameters": {}},
     {"command_type": "TERMINATE", "target_agents": ["a"], "parameters": {"cascade": "yes"}},
+    # a misspelt parameter, and one no command type takes
+    {"command_type": "MUTE", "target_agents": ["a"], "parameters": {"duration": 60}},
+    {"command_type": "ISOLATE", "target_agents": ["a"], "parameters": {"notes": "x" * 2_000_000}},
 ])
 async def test_malformed_commands_are_invalid(make: Factory, body: dict[str, Any]) -> None:
     h = await make()
