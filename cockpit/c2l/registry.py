@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cockpit.c2l.models import AgentRow
-from cockpit.c2l.runtimes.process import process_ref
+from cockpit.c2l.runtimes.process import process_ref, protected
 from cockpit.c2l.runtimes.ref import InvalidRuntimeRef, RuntimeKind, RuntimeRef
 from cockpit.platform.auth import AGENT_TOKEN_PREFIX, hash_secret, new_secret
 from cockpit.platform.cache import TtlCache
@@ -96,8 +96,12 @@ def _runtime_ref(runtime: Any) -> RuntimeRef:
         ref = RuntimeRef.from_dict(runtime)
     except (InvalidRuntimeRef, TypeError) as exc:
         raise InvalidAgent(f"invalid runtime: {exc}") from exc
-    if ref.kind is RuntimeKind.PROCESS and ref.start_time is None:
-        assert ref.pid is not None
+    if ref.kind is not RuntimeKind.PROCESS:
+        return ref
+    assert ref.pid is not None
+    if reason := protected(ref.pid):
+        raise InvalidAgent(f"pid {ref.pid} cannot be an agent: {reason}")
+    if ref.start_time is None:
         # The start time makes a later signal safe against pid reuse.
         pinned = process_ref(ref.pid)
         if pinned.start_time is None:

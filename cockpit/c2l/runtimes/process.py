@@ -22,9 +22,27 @@ from cockpit.c2l.runtimes import procfs
 from cockpit.c2l.runtimes.base import Outcome, Runtime, RuntimeState, RuntimeUnavailable
 from cockpit.c2l.runtimes.ref import RuntimeKind, RuntimeRef
 
-__all__ = ["ProcessRuntime", "process_ref"]
+__all__ = ["ProcessRuntime", "process_ref", "protected"]
 
 _STOPPED_STATES = ("T", "t")
+
+
+def protected(pid: int) -> str | None:
+    """Why Cockpit never signals process (or process group) ``pid``; None if it may.
+
+    init, Cockpit's own process, the processes it runs under (the shell, supervisor
+    or container runtime that started it: a TERMINATE would take Cockpit down with
+    them) and the leader of its process group (signalled as a group, Cockpit too)."""
+    if pid <= 1:
+        return "pid 1 is the system's init"
+    me = os.getpid()
+    if pid == me:
+        return "it is Cockpit's own process"
+    if pid == os.getpgrp():
+        return "it leads Cockpit's own process group"
+    if pid in procfs.ancestors(me):
+        return "Cockpit runs under it"
+    return None
 
 
 def process_ref(pid: int) -> RuntimeRef:
@@ -235,6 +253,8 @@ def _all_gone(observed: dict[str, Any]) -> bool:
 
 def _signal(pid: int, start_time: int | None, sig: signal.Signals) -> bool:
     """Signal `pid` if it is still the process we mean; False when it is gone."""
+    if reason := protected(pid):  # registration refuses these; an older row may hold one
+        raise RuntimeUnavailable(f"refusing to signal pid {pid}: {reason}")
     try:
         pidfd: int | None = os.pidfd_open(pid)
     except ProcessLookupError:
@@ -261,6 +281,8 @@ def _signal(pid: int, start_time: int | None, sig: signal.Signals) -> bool:
 
 
 def _signal_group(pgrp: int, sig: signal.Signals) -> None:
+    if reason := protected(pgrp):
+        raise RuntimeUnavailable(f"refusing to signal process group {pgrp}: {reason}")
     try:
         os.killpg(pgrp, sig)
     except ProcessLookupError:

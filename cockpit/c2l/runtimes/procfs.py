@@ -12,6 +12,7 @@ from typing import Any
 
 __all__ = [
     "ProcStat",
+    "ancestors",
     "descendants",
     "group_members",
     "is_gone",
@@ -100,6 +101,16 @@ def _all_stats() -> list[ProcStat]:
 def group_members(pgrp: int) -> list[ProcStat]:
     """Live (non-zombie) processes of process group `pgrp`."""
     return [s for s in _all_stats() if s.pgrp == pgrp and s.state not in ("Z", "X", "x")]
+
+
+def ancestors(pid: int) -> list[int]:
+    """The parent of `pid`, its parent, and so on up to pid 1 (included)."""
+    found: list[int] = []
+    stat = read_stat(pid)
+    while stat is not None and stat.ppid > 0 and stat.ppid not in found:
+        found.append(stat.ppid)
+        stat = read_stat(stat.ppid)
+    return found
 
 
 def descendants(pid: int) -> list[ProcStat]:

@@ -112,7 +112,7 @@ async def test_the_agent_sdk_retries_a_shed_message_after_retry_after(narrow: Ha
     slow = await _fill_the_bound(h, {**h.headers(), "content-type": "application/json"}, "hold", release)
     agent = AsyncCockpitAgentClient(h.base_url, api_key=h.keys["SOVEREIGN_OPERATOR"])
     try:
-        await agent.register("sdk-agent")
+        await agent.register("sdk-agent", runtime={"kind": "external"})  # it runs in Cockpit's process
         sending = asyncio.create_task(agent.send("status nominal", message_id="sdk-1"))
         for _ in range(500):  # the first attempt is refused...
             if h.cockpit.metrics.registry.get_sample_value("cockpit_http_shed_total", {"method": "POST"}):
