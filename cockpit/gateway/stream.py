@@ -3,6 +3,8 @@
 Every relayed event is appended to ``stream_events`` (its ``seq`` orders the whole
 stream, across restarts and replicas) and pushed to connected clients, each with its
 own filters. A client that reconnects with its last ``seq`` is replayed what it missed.
+A client that falls behind (its queue full, or more missed than one replay reads) is
+not skipped ahead: once it has taken what is queued, the rest is replayed from the log.
 """
 
 from __future__ import annotations
@@ -78,6 +80,15 @@ class StreamClient:
     generation: int = 0
     #: while a replay is read from the database, live events wait here
     pending: list[dict[str, Any]] | None = None
+    #: events were left out of the queue (it was full, or a replay stopped at its
+    #: limit): nothing more is queued until the writer has sent what is, then the rest
+    #: is replayed from the log after ``replay_from``
+    behind: bool = False
+    replay_from: int = 0
+    #: the seq of the last event queued in this generation
+    queued_to: int = 0
+    #: one resume at a time (the client's subscribe, the writer's catching up)
+    resuming: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def offer(self, envelope: dict[str, Any]) -> None:
         if not self.filters.matches(envelope):
@@ -85,11 +96,20 @@ class StreamClient:
         if self.pending is not None:
             self.pending.append(envelope)
             return
+        self.enqueue(envelope)
+
+    def enqueue(self, envelope: dict[str, Any]) -> None:
+        """Queue ``envelope`` for sending, unless the client is behind: then it is
+        sent later, from the log, in its place."""
+        if self.behind:
+            return
         try:
             self.queue.put_nowait((self.generation, envelope))
         except asyncio.QueueFull:
-            # A client that cannot keep up is told to resume from its last seq.
-            logger.warning("ws_client_lagging", last_seq=self.last_seq)
+            logger.warning("ws_client_lagging", last_seq=self.last_seq, queued_to=self.queued_to)
+            self.behind, self.replay_from = True, self.queued_to
+            return
+        self.queued_to = envelope["seq"]
 
 
 class StreamHub:
@@ -117,7 +137,7 @@ class StreamHub:
         return len(self._clients)
 
     def connect(self) -> StreamClient:
-        client = StreamClient()
+        client = StreamClient(queue=asyncio.Queue(self._replay_limit))
         self._clients.add(client)
         self._metrics.ws_clients.set(len(self._clients))
         return client
@@ -164,28 +184,42 @@ class StreamHub:
 
         The client may already have been sent live events past ``after_seq`` (it
         subscribed after connecting): the stream restarts from ``after_seq`` anyway, so
-        nothing it missed is skipped as "already sent"."""
-        client.filters = filters
-        if after_seq is None:
-            return
-        client.pending = []
-        missed: list[dict[str, Any]] = []
-        try:
-            missed = await self.replay(after_seq, filters)
-        finally:
-            async with self._lock:
-                last = missed[-1]["seq"] if missed else after_seq
-                queued = missed + [e for e in client.pending or [] if e["seq"] > last]
-                client.pending = None
-                while not client.queue.empty():  # stored, so in ``missed`` if after after_seq
-                    client.queue.get_nowait()
-                client.generation += 1
-                client.last_seq = after_seq
-                for envelope in queued:
-                    client.queue.put_nowait((client.generation, envelope))
+        nothing it missed is skipped as "already sent". More missed than one replay
+        reads (``replay_limit`` events): the client is left behind, and the writer
+        resumes again from where this replay stopped once the client has taken it."""
+        async with client.resuming:
+            client.filters = filters
+            if after_seq is None:
+                return
+            client.pending = []
+            missed: list[dict[str, Any]] = []
+            read_to, complete = after_seq, False  # a failed replay leaves the client behind
+            try:
+                missed, read_to, complete = await self.replay(after_seq, filters)
+            finally:
+                async with self._lock:
+                    live = [e for e in client.pending or [] if e["seq"] > read_to] if complete else []
+                    client.pending = None
+                    while not client.queue.empty():  # stored, so in ``missed`` if after after_seq
+                        client.queue.get_nowait()
+                    client.generation += 1
+                    client.last_seq = client.queued_to = after_seq
+                    client.behind = False
+                    for envelope in missed + live:
+                        client.enqueue(envelope)
+                    if not client.behind:  # all queued (else it goes on from the last one queued)
+                        client.behind, client.replay_from = not complete, read_to
 
-    async def replay(self, after_seq: int, filters: StreamFilters) -> list[dict[str, Any]]:
-        """Stored events after ``after_seq`` that match, oldest first (bounded)."""
+    async def catch_up(self, client: StreamClient) -> None:
+        """Replay to a client that fell behind what it has not been sent (call once it
+        has taken everything queued)."""
+        if client.behind:
+            await self.resume(client, client.replay_from, client.filters)
+
+    async def replay(self, after_seq: int, filters: StreamFilters) -> tuple[list[dict[str, Any]], int, bool]:
+        """Stored events after ``after_seq`` that match, oldest first; the seq of the
+        last event read, and whether that was the last stored (at most
+        ``replay_limit`` are read)."""
         table = StreamEventRow.__table__
         async with self._db.reader.connect() as conn:
             rows = (
@@ -201,7 +235,7 @@ class StreamHub:
             envelope = {"type": row.type, "seq": int(row.seq), "ts": row.ts.isoformat(), "data": row.data}
             if filters.matches(envelope):
                 out.append(envelope)
-        return out
+        return out, int(rows[-1].seq) if rows else after_seq, len(rows) < self._replay_limit
 
     async def last_seq(self) -> int:
         from sqlalchemy import func

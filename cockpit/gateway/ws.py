@@ -52,8 +52,12 @@ async def _reader(socket: WebSocket[Any, Any, Any], hub: StreamHub, client: Stre
             await socket.send_json({"type": "error", "detail": str(exc)})
 
 
-async def _writer(socket: WebSocket[Any, Any, Any], client: StreamClient, ping_seconds: float) -> None:
+async def _writer(socket: WebSocket[Any, Any, Any], hub: StreamHub, client: StreamClient,
+                  ping_seconds: float) -> None:
     while True:
+        if client.behind and client.queue.empty():
+            await hub.catch_up(client)  # what did not fit in its queue, from the log
+            continue
         try:
             generation, envelope = await asyncio.wait_for(client.queue.get(), timeout=ping_seconds)
         except TimeoutError:
@@ -87,10 +91,13 @@ async def stream_socket(socket: WebSocket[Any, Any, Any]) -> None:
         client.last_seq = since or 0
         # The stream's current position: a client that receives nothing before it
         # disconnects can still resume from here without missing an event.
-        await socket.send_json({"type": "hello", "seq": await hub.last_seq(), "ts": utcnow().isoformat()})
+        position = await hub.last_seq()
+        if since is None:  # live from here: should its queue overflow, the replay starts here
+            client.queued_to = max(client.queued_to, position)
+        await socket.send_json({"type": "hello", "seq": position, "ts": utcnow().isoformat()})
         tasks = [
             asyncio.create_task(_reader(socket, hub, client)),
-            asyncio.create_task(_writer(socket, client, cockpit.settings.gateway.ws_ping_seconds)),
+            asyncio.create_task(_writer(socket, hub, client, cockpit.settings.gateway.ws_ping_seconds)),
         ]
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
