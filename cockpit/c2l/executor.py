@@ -25,7 +25,7 @@ from cockpit.c2l.killswitch import CommandSpec, KillOutcome, KillSwitch
 from cockpit.c2l.models import CommandExecutionRow, CommandRow
 from cockpit.events import CommandConfirmed, CommandStatus, CommandType, ExecuteCommand
 from cockpit.platform.batching import GroupCommit
-from cockpit.platform.bus import Channel, EventBus
+from cockpit.platform.bus import Channel, EventBus, EventTooLarge
 from cockpit.platform.db import Database, upsert, urgent, utcnow
 from cockpit.platform.metrics import Metrics
 
@@ -255,8 +255,17 @@ class CommandExecutor:
         the outbox: until ``confirmed_at`` is set, recovery publishes it again."""
         confirmation = confirmation_of(row)
         try:
-            await self._bus.publish(Channel.CONFIRMATIONS, confirmation, key=row.id,
-                                    message_id=confirmation.event_id)
+            try:
+                await self._bus.publish(Channel.CONFIRMATIONS, confirmation, key=row.id,
+                                        message_id=confirmation.event_id)
+            except EventTooLarge:
+                # The layer records of hundreds of agents: the outcome still goes out
+                # (a verdict is mitigated by it, the stream shows it), the records stay
+                # in the row for GET /commands/{id}.
+                confirmation = confirmation.model_copy(update={
+                    "executed_layers": [], "layers_omitted": len(confirmation.executed_layers)})
+                await self._bus.publish(Channel.CONFIRMATIONS, confirmation, key=row.id,
+                                        message_id=confirmation.event_id)
         except Exception as exc:  # noqa: BLE001 - the row is final; a broker outage must not
             # crash the command's task (nor abort a recovery pass) after the fact.
             logger.warning("command_confirmation_publish_failed", command_id=row.id,

@@ -68,6 +68,10 @@ class CommandConfirmed(Event):
     verdict_id: str | None = None
     operator: str | None = None
     target_agents: list[str] = Field(default_factory=list)
+    #: layer records left out of ``executed_layers`` so the confirmation fits in one
+    #: message of the broker (a command on hundreds of agents); ``GET /commands/{id}``
+    #: has them all
+    layers_omitted: int = 0
 
 
 class AgentDirective(Event):

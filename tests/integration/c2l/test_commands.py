@@ -353,3 +353,39 @@ async def test_commands_over_nats_jetstream_with_two_replicas(make: Factory, nat
     # Confirmations travel over NATS to every subscriber.
     await eventually(lambda: {c.command_id for c in one.confirmations} >= set(ids))
     assert (await one.c2l.verify_audit())["ok"]
+
+
+@pytest.mark.nats
+async def test_a_confirmation_too_large_for_the_broker_goes_out_without_its_layers(
+        make: Factory, nats_url: str) -> None:
+    """A command on hundreds of agents leaves more layer records than NATS takes in one
+    message (1 MiB): its confirmation still goes out (it mitigates a verdict, the
+    stream shows it) with the records left out and counted, and it no longer holds
+    back the confirmations the recovery publishes after it."""
+    h = await make(nats_url=nats_url)
+    await agent(h, "a1")
+    receipts = [(await h.submit({"command_type": "ISOLATE", "target_agents": ["a1"]}))[0] for _ in range(2)]
+    final = [await h.c2l.wait_for_command(r["command_id"], timeout=30) for r in receipts]
+    big, small = (r["command_id"] for r in receipts)
+    layers = [{"agent_id": f"agent-{i:04d}", "layer": "software", "action": "revoke_credentials",
+               "success": True, "details": {"note": "x" * 400}} for i in range(3000)]
+    # As a replica that died before publishing them leaves them: unconfirmed, the
+    # bigger one first in the recovery's order.
+    async with h.db.sessions.begin() as session:
+        await session.execute(update(CommandRow).where(CommandRow.id == big).values(
+            executed_layers=layers, confirmed_at=None, finished_at=utcnow() - timedelta(seconds=60)))
+        await session.execute(update(CommandRow).where(CommandRow.id == small).values(
+            confirmed_at=None, finished_at=utcnow() - timedelta(seconds=59)))
+    h.confirmations.clear()
+    for _ in range(200):
+        if {c.command_id for c in h.confirmations} >= {big, small}:
+            break
+        await asyncio.sleep(0.05)
+    sent = {c.command_id: c for c in h.confirmations}
+    assert sent[big].status.value == final[0]["status"]
+    assert sent[big].executed_layers == [] and sent[big].layers_omitted == len(layers)
+    assert sent[small].layers_omitted == 0 and sent[small].executed_layers
+    async with h.db.sessions() as session:
+        stored = (await session.scalars(select(CommandRow).where(CommandRow.id.in_([big, small])))).all()
+    assert all(row.confirmed_at is not None for row in stored)
+    assert next(row for row in stored if row.id == big).executed_layers == layers
