@@ -126,6 +126,10 @@ class C2L:
         can still learn that it must shut down."""
         return await self._registry.authenticate(token, include_revoked=include_revoked)
 
+    async def identify_agent(self, token: str) -> tuple[str, str] | None:
+        """The agent behind a usable token and the fleet it was registered in."""
+        return await self._registry.identify(token)
+
     async def muted_agents(self, agent_ids: list[str] | set[str]) -> set[str]:
         """Those agents that are MUTED right now (expired mutes excluded)."""
         return await self._registry.muted(agent_ids)

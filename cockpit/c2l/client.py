@@ -15,6 +15,9 @@ state they imply (``muted``, ``constraints``, ``stopping``). A cooperative agent
 checks ``muted`` before talking to other agents and honours ``constraints``.
 ``send`` retries a 503 (Cockpit overloaded or its database briefly away) after the
 answer's ``Retry-After``, with the same ``message_id``, so nothing is counted twice.
+A client made from an existing token (``token=``, ``agent_id=``) need not name its
+fleet: Cockpit files an agent's telemetry under the fleet it was registered in, and
+refuses (403) telemetry that names another.
 
 :class:`AsyncCockpitAgentClient` is the same for asyncio agents.
 """
@@ -78,7 +81,7 @@ class _AgentState:
     """What the directives received so far mean for the agent (shared by both clients)."""
 
     def __init__(self, base_url: str, api_key: str | None, token: str | None,
-                 agent_id: str | None, fleet_id: str) -> None:
+                 agent_id: str | None, fleet_id: str | None) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.token = token
@@ -119,11 +122,13 @@ class _AgentState:
         if not self.agent_id:
             raise ValueError("register first (or pass agent_id and token)")
         body: dict[str, Any] = {
-            "message_id": message_id or uuid.uuid4().hex, "fleet_id": self.fleet_id,
+            "message_id": message_id or uuid.uuid4().hex,
             "source_agent_id": self.agent_id, "target_agent_ids": list(target_agent_ids),
             "kind": kind, "timestamp": datetime.now(UTC).isoformat(),
             "attributes": attributes or {},
         }
+        if self.fleet_id is not None:  # else the server files it under the agent's own fleet
+            body["fleet_id"] = self.fleet_id
         if content is not None:
             body["content"] = content
         if action is not None:
@@ -156,7 +161,7 @@ class CockpitAgentClient(_AgentState):
     """Synchronous client (``httpx.Client``)."""
 
     def __init__(self, base_url: str, api_key: str | None = None, *, token: str | None = None,
-                 agent_id: str | None = None, fleet_id: str = "default", timeout: float = 10.0,
+                 agent_id: str | None = None, fleet_id: str | None = None, timeout: float = 10.0,
                  transport: httpx.BaseTransport | None = None) -> None:
         super().__init__(base_url, api_key, token, agent_id, fleet_id)
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
@@ -224,7 +229,7 @@ class AsyncCockpitAgentClient(_AgentState):
     """Asyncio client (``httpx.AsyncClient``), same API with coroutines."""
 
     def __init__(self, base_url: str, api_key: str | None = None, *, token: str | None = None,
-                 agent_id: str | None = None, fleet_id: str = "default", timeout: float = 10.0,
+                 agent_id: str | None = None, fleet_id: str | None = None, timeout: float = 10.0,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(base_url, api_key, token, agent_id, fleet_id)
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)

@@ -38,7 +38,7 @@ _MAX_TREE_DEPTH = 64
 _AGENTS = AgentRow.__table__
 _ONE = select(_AGENTS).where(_AGENTS.c.id == bindparam("agent_id"))
 _KNOWN = select(_AGENTS.c.id).where(_AGENTS.c.id.in_(bindparam("agent_ids", expanding=True)))
-_BY_TOKEN = select(_AGENTS.c.id, _AGENTS.c.token_revoked_at, _AGENTS.c.status).where(
+_BY_TOKEN = select(_AGENTS.c.id, _AGENTS.c.fleet_id, _AGENTS.c.token_revoked_at, _AGENTS.c.status).where(
     _AGENTS.c.token_hash == bindparam("digest"))
 
 
@@ -123,7 +123,7 @@ class AgentRegistry:
         # whole set of MUTED agents (few, so one query refreshes it for every agent).
         # Tokens are forgotten by the writes that can change their use; the MUTED set
         # follows this replica's status changes (``_status_changed``).
-        self._tokens: TtlCache[str, tuple[str, bool]] = TtlCache(cache_seconds)
+        self._tokens: TtlCache[str, tuple[str, str, bool]] = TtlCache(cache_seconds)
         self._mutes: TtlCache[str, dict[str, datetime]] = TtlCache(cache_seconds)
         #: status changes this replica wrote (a read of the MUTED set that one raced
         #: is not cached)
@@ -257,17 +257,23 @@ class AgentRegistry:
     async def authenticate(self, token: str, *, include_revoked: bool = False) -> str | None:
         """The agent id behind ``token``; ``None`` once revoked or terminated unless
         ``include_revoked`` (for reading directives only)."""
+        identity = await self.identify(token, include_revoked=include_revoked)
+        return identity[0] if identity else None
+
+    async def identify(self, token: str, *, include_revoked: bool = False) -> tuple[str, str] | None:
+        """The agent behind ``token`` and its fleet, as :meth:`authenticate` finds it."""
         digest = hash_secret(token)
         cached = self._tokens.get(digest)
         if cached is TtlCache.MISSING:
             async with self._db.reader.connect() as conn:  # Core: on every agent request
                 row = (await conn.execute(_BY_TOKEN, {"digest": digest})).first()
-            cached = (row.id, row.token_revoked_at is None and row.status != "TERMINATED") if row else ("", False)
+            cached = ((row.id, row.fleet_id, row.token_revoked_at is None and row.status != "TERMINATED")
+                      if row else ("", "", False))
             self._tokens.put(digest, cached)
-        agent_id, usable = cached
+        agent_id, fleet_id, usable = cached
         if not agent_id or not (usable or include_revoked):
             return None
-        return agent_id
+        return agent_id, fleet_id
 
     async def muted(self, agent_ids: list[str] | set[str]) -> set[str]:
         """Those of ``agent_ids`` whose messaging is suspended right now."""

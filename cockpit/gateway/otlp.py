@@ -103,13 +103,14 @@ def _span(span: dict[str, Any], resource: dict[str, Any]) -> Telemetry:
         raise ValueError("startTimeUnixNano is not a number") from None
     base: dict[str, Any] = {
         "message_id": f"otlp-{trace_id}-{span_id}",
-        "fleet_id": attrs.get("cockpit.fleet.id") or "default",
         "source_agent_id": str(agent),
         "target_agent_ids": _targets(attrs.get("cockpit.target_agent_ids")),
         "conversation_id": attrs.get("gen_ai.conversation.id"),
         "timestamp": ts,
         "attributes": {"otlp.operation": operation, "otlp.span_name": span.get("name")},
     }
+    if attrs.get("cockpit.fleet.id"):  # else the default fleet, or an agent token's own
+        base["fleet_id"] = attrs["cockpit.fleet.id"]
     if operation == "execute_tool":
         tool = attrs.get("gen_ai.tool.name")
         params = {k: v for k, v in attrs.items() if k.startswith("gen_ai.tool.") and k != "gen_ai.tool.name"}

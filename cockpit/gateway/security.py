@@ -49,9 +49,10 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
     # Each kind of credential is looked up in its own table only.
     principal = None if key.startswith(AGENT_TOKEN_PREFIX) else await cockpit.api_keys.authenticate(key)
     if principal is None and not key.startswith(OPERATOR_KEY_PREFIX):
-        agent_id = await cockpit.c2l.authenticate_agent(key)
-        if agent_id is not None:
-            principal = Principal(id=agent_id, name=agent_id, role=Role.AGENT, agent_id=agent_id)
+        identity = await cockpit.c2l.identify_agent(key)
+        if identity is not None:
+            agent_id, fleet_id = identity
+            principal = Principal(id=agent_id, name=agent_id, role=Role.AGENT, agent_id=agent_id, fleet_id=fleet_id)
     if principal is not None:
         connection.scope["cockpit_principal"] = principal  # type: ignore[typeddict-unknown-key]
     return principal

@@ -54,6 +54,8 @@ class Principal:
     role: Role
     totp_secret: str | None = None
     agent_id: str | None = None
+    #: an agent's fleet, as registered
+    fleet_id: str | None = None
 
     @property
     def can_read(self) -> bool:

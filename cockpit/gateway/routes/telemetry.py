@@ -20,7 +20,7 @@ from cockpit.events import Telemetry
 from cockpit.gateway.openapi import GUARDED, TelemetryAccepted, TraceExport, errors
 from cockpit.gateway.otlp import map_traces
 from cockpit.gateway.security import AGENT_OR_OPERATOR, principal_of, requires
-from cockpit.platform.auth import Role
+from cockpit.platform.auth import Principal, Role
 
 __all__ = ["PayloadTooLarge", "nul_field", "parse_telemetry", "post_telemetry", "post_traces"]
 
@@ -162,16 +162,30 @@ def _admit_early(request: Request[Any, Any, Any]) -> None:
     _admit(request, (principal.agent_id,) if principal.role is Role.AGENT and principal.agent_id else ())
 
 
+def _as_agent(principal: Principal, messages: list[Telemetry]) -> list[Telemetry]:
+    """An agent token's telemetry: sent as its own agent, in its own fleet (a message
+    that names no fleet is filed under the agent's); else 403, naming what is foreign."""
+    foreign = sorted({m.source_agent_id for m in messages} - {principal.agent_id})
+    if foreign:
+        raise PermissionDeniedException(
+            "an agent token may only send telemetry as its own agent",
+            extra={"source_agent_id": foreign[:10]},
+        )
+    fleet = principal.fleet_id
+    elsewhere = sorted({m.fleet_id for m in messages if "fleet_id" in m.model_fields_set} - {fleet})
+    if elsewhere:
+        raise PermissionDeniedException(
+            f"an agent token may only send telemetry in its own fleet ({fleet})",
+            extra={"fleet_id": elsewhere[:10]},
+        )
+    return [m if m.fleet_id == fleet else m.model_copy(update={"fleet_id": fleet}) for m in messages]
+
+
 async def _ingest(request: Request[Any, Any, Any], messages: list[Telemetry]) -> TelemetryAccepted:
     cockpit = request.app.state.cockpit
     principal = principal_of(request)
     if principal.role is Role.AGENT:
-        foreign = sorted({m.source_agent_id for m in messages} - {principal.agent_id})
-        if foreign:
-            raise PermissionDeniedException(
-                "an agent token may only send telemetry as its own agent",
-                extra={"source_agent_id": foreign[:10]},
-            )
+        messages = _as_agent(principal, messages)
     sources = {m.source_agent_id for m in messages}
     _admit(request, sources)
     muted = await cockpit.c2l.muted_agents(sources) if sources else set()

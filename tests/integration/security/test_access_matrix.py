@@ -194,6 +194,36 @@ async def test_agent_token_sends_telemetry_only_as_itself(world: World) -> None:
     assert stored == set(), "a refused batch must store nothing"
 
 
+async def test_agent_token_sends_telemetry_only_in_its_own_fleet(world: World) -> None:
+    """A message naming no fleet is filed under the agent's own; one naming another
+    fleet is refused (it would take part in that fleet's analysis)."""
+    h = world.h
+    r = await h.client.post("/agents", json={"agent_id": "blue-1", "name": "blue-1", "fleet_id": "blue"},
+                            headers=h.headers())
+    assert r.status_code == 201, r.text
+    token = {"X-API-Key": r.json()["token"]}
+    unnamed = {"message_id": "fleet-unnamed", "source_agent_id": "blue-1", "content": "hello"}
+    named = {**unnamed, "message_id": "fleet-named", "fleet_id": "blue"}
+    for message in (unnamed, named):
+        assert (await h.client.post("/telemetry", json=message, headers=token)).status_code == 202
+    elsewhere = {**unnamed, "message_id": "fleet-elsewhere", "fleet_id": "red"}
+    r = await h.client.post("/telemetry", json={"messages": [named | {"message_id": "fleet-with"}, elsewhere]},
+                            headers=token)
+    assert r.status_code == 403 and r.json()["extra"]["fleet_id"] == ["red"]
+    assert "own fleet (blue)" in r.json()["detail"]
+    attrs = [{"key": "gen_ai.agent.id", "value": {"stringValue": "blue-1"}},
+             {"key": "gen_ai.input.messages", "value": {"stringValue": "status nominal"}}]
+    span = {"traceId": "fleet-trace", "spanId": "span-1", "name": "invoke_agent",
+            "startTimeUnixNano": "1760000000000000000", "attributes": attrs}
+    r = await h.client.post("/v1/traces", json={"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]},
+                            headers=token)
+    assert r.status_code == 200, r.text
+    stored = await h.cockpit.filter.store.messages(
+        ["fleet-unnamed", "fleet-named", "fleet-with", "fleet-elsewhere", "otlp-fleet-trace-span-1"])
+    assert {m["message_id"]: m["fleet_id"] for m in stored} == {
+        "fleet-unnamed": "blue", "fleet-named": "blue", "otlp-fleet-trace-span-1": "blue"}
+
+
 async def test_revocation_takes_effect_at_once(world: World) -> None:
     h = world.h
     key, principal = await h.cockpit.api_keys.create("short-lived", Role.SOVEREIGN_OPERATOR)
