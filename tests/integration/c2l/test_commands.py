@@ -367,6 +367,16 @@ async def test_a_confirmation_too_large_for_the_broker_goes_out_without_its_laye
     receipts = [(await h.submit({"command_type": "ISOLATE", "target_agents": ["a1"]}))[0] for _ in range(2)]
     final = [await h.c2l.wait_for_command(r["command_id"], timeout=30) for r in receipts]
     big, small = (r["command_id"] for r in receipts)
+
+    async def confirmed() -> set[str]:
+        async with h.db.sessions() as session:
+            return set((await session.scalars(select(CommandRow.id).where(
+                CommandRow.id.in_([big, small]), CommandRow.confirmed_at.is_not(None)))).all())
+
+    for _ in range(200):  # their first confirmations are out and marked (not to race the reset below)
+        if await confirmed() == {big, small}:
+            break
+        await asyncio.sleep(0.05)
     layers = [{"agent_id": f"agent-{i:04d}", "layer": "software", "action": "revoke_credentials",
                "success": True, "details": {"note": "x" * 400}} for i in range(3000)]
     # As a replica that died before publishing them leaves them: unconfirmed, the
