@@ -254,18 +254,17 @@ class CommandExecutor:
         """Publish the command's confirmation, then record that it went out. The row is
         the outbox: until ``confirmed_at`` is set, recovery publishes it again."""
         confirmation = confirmation_of(row)
+        publish = functools.partial(self._bus.publish, Channel.CONFIRMATIONS, key=row.id,
+                                    message_id=confirmation.event_id)
         try:
             try:
-                await self._bus.publish(Channel.CONFIRMATIONS, confirmation, key=row.id,
-                                        message_id=confirmation.event_id)
+                await publish(confirmation)
             except EventTooLarge:
                 # The layer records of hundreds of agents: the outcome still goes out
                 # (a verdict is mitigated by it, the stream shows it), the records stay
                 # in the row for GET /commands/{id}.
-                confirmation = confirmation.model_copy(update={
-                    "executed_layers": [], "layers_omitted": len(confirmation.executed_layers)})
-                await self._bus.publish(Channel.CONFIRMATIONS, confirmation, key=row.id,
-                                        message_id=confirmation.event_id)
+                await publish(confirmation.model_copy(update={
+                    "executed_layers": [], "layers_omitted": len(confirmation.executed_layers)}))
         except Exception as exc:  # noqa: BLE001 - the row is final; a broker outage must not
             # crash the command's task (nor abort a recovery pass) after the fact.
             logger.warning("command_confirmation_publish_failed", command_id=row.id,

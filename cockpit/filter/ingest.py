@@ -206,14 +206,7 @@ class TelemetryStore:
 
     async def messages(self, message_ids: Sequence[str]) -> list[dict[str, Any]]:
         """The stored messages with these ids, in time order (evidence)."""
-        if not message_ids:
-            return []
-        async with self._db.sessions() as session:
-            rows = (
-                await session.scalars(
-                    select(TelemetryRow).where(TelemetryRow.message_id.in_(list(message_ids)))
-                )
-            ).all()
+        rows = await self.rows(message_ids)
         return [row_to_dict(r) for r in sorted(rows, key=lambda r: (r.timestamp, r.message_id))]
 
     async def rows(self, message_ids: Sequence[str]) -> list[TelemetryRow]:
