@@ -2,17 +2,59 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticSerializationError, to_json
 
 from cockpit.events.base import Event, utcnow
 
-__all__ = ["ActionSpec", "MessageAnalysis", "Telemetry", "TelemetryKind", "TelemetryReceived"]
+__all__ = ["MAX_ATTRIBUTES_BYTES", "ActionSpec", "MessageAnalysis", "Telemetry", "TelemetryKind", "TelemetryReceived"]
 
 _ID = Field(min_length=1, max_length=200)
+
+#: the largest ``attributes`` of a message, or ``params`` of an action, as compact
+#: JSON: free-form context is stored with each message and returned as evidence, so
+#: one agent's message cannot be made megabytes large through it. Rows stored before
+#: the limit are read back as they are (validation context ``{"stored": True}``).
+MAX_ATTRIBUTES_BYTES = 65_536
+
+
+def _bounded(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    if not value or (info.context and info.context.get("stored")):
+        return value
+    try:
+        size = len(to_json(value))
+    except PydanticSerializationError:  # e.g. nested deeper than pydantic-core serialises
+        try:
+            size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        except (TypeError, ValueError, RecursionError):
+            raise ValueError("must hold JSON values only") from None
+    if size > MAX_ATTRIBUTES_BYTES:
+        raise ValueError(f"is {size} bytes as JSON, more than the limit of {MAX_ATTRIBUTES_BYTES}")
+    return value
+
+
+#: free-form JSON context, at most MAX_ATTRIBUTES_BYTES
+_Context = Annotated[dict[str, Any], AfterValidator(_bounded),
+                     Field(description=f"free-form JSON object, at most {MAX_ATTRIBUTES_BYTES} bytes as compact JSON")]
+
+
+def _short_ids(value: list[str], info: ValidationInfo) -> list[str]:
+    if info.context and info.context.get("stored"):
+        return value
+    for index, item in enumerate(value):
+        if len(item) > 200:
+            raise ValueError(f"item {index} has {len(item)} characters, more than 200")
+    return value
+
+
+#: agent ids, each at most 200 characters like ``source_agent_id``
+_AgentIds = Annotated[list[str], AfterValidator(_short_ids),
+                      Field(json_schema_extra={"items": {"type": "string", "maxLength": 200}})]
 
 
 class TelemetryKind(StrEnum):
@@ -27,7 +69,7 @@ class ActionSpec(BaseModel):
 
     type: str = Field(min_length=1, max_length=100)
     target: str | None = Field(default=None, max_length=200)
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: _Context = Field(default_factory=dict)
 
 
 class Telemetry(BaseModel):
@@ -49,14 +91,14 @@ class Telemetry(BaseModel):
     message_id: str = _ID
     fleet_id: str = Field(default="default", min_length=1, max_length=200)
     source_agent_id: str = _ID
-    target_agent_ids: list[str] = Field(default_factory=list, max_length=1000)
+    target_agent_ids: _AgentIds = Field(default_factory=list, max_length=1000)
     conversation_id: str | None = Field(default=None, max_length=200)
     kind: TelemetryKind = TelemetryKind.MESSAGE
     content: str | None = Field(default=None, max_length=100_000)
     action: ActionSpec | None = None
     timestamp: datetime = Field(default_factory=utcnow)
-    provenance_chain: list[str] = Field(default_factory=list, max_length=100)
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    provenance_chain: _AgentIds = Field(default_factory=list, max_length=100)
+    attributes: _Context = Field(default_factory=dict)
 
     @field_validator("timestamp", mode="before")
     @classmethod

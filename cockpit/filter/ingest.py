@@ -301,8 +301,12 @@ def telemetry_from_row(row: TelemetryRow) -> Telemetry:
             "timestamp": row.timestamp,
             "provenance_chain": row.provenance_chain,
             "attributes": row.attributes,
-        }
+        },
+        context=_STORED,
     )
+
+
+_STORED = {"stored": True}  # accepted once: not held to limits that came later
 
 
 def row_to_dict(row: TelemetryRow) -> dict[str, Any]:

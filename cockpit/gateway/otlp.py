@@ -125,6 +125,16 @@ def _span(span: dict[str, Any], resource: dict[str, Any]) -> Telemetry:
     return Telemetry.model_validate(base)
 
 
+def _reason(exc: ValueError | ValidationError) -> str:
+    """Why a span was rejected, in one line: the first field the telemetry schema refused
+    (its mapped name: ``content``, ``action.params``...) and why."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{where}: {first['msg']}" if where else str(first["msg"])
+    return str(exc).splitlines()[0]
+
+
 def map_traces(payload: Any) -> OtlpMapping:
     """Map an ``ExportTraceServiceRequest`` (JSON) to telemetry; bad spans are counted,
     never fatal. Raises ``ValueError`` only when the payload is not the OTLP shape."""
@@ -148,5 +158,5 @@ def map_traces(payload: Any) -> OtlpMapping:
                 except (ValueError, ValidationError) as exc:
                     out.rejected += 1
                     if len(out.errors) < 5:
-                        out.errors.append(str(exc).splitlines()[0])
+                        out.errors.append(_reason(exc))
     return out

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import websockets
 
+from cockpit.events.telemetry import MAX_ATTRIBUTES_BYTES
 from tests.integration.gateway.conftest import Harness
 from tests.integration.security.conftest import register
 
@@ -64,6 +65,52 @@ async def test_batches_over_the_limit_are_413(embedded: Harness) -> None:
                                   headers=h.headers()))
     assert r.status_code == 413
     assert await h.cockpit.filter.store.count() == 0
+
+
+async def test_each_message_is_bounded_not_only_the_body(harness: Harness) -> None:
+    """A body under the 8 MB limit cannot carry one huge message through the free-form
+    fields: ``attributes`` and an action's ``params`` hold at most 64 KiB of JSON, agent
+    ids in lists 200 characters; the whole batch is refused, naming the field, and
+    nothing of it is stored. At the limit, the message is stored and returned whole."""
+    h = harness
+    limit = MAX_ATTRIBUTES_BYTES
+    over = {"blob": "x" * limit}  # its JSON is a few bytes over the limit
+    ok = {"message_id": "fine", "source_agent_id": "a", "content": "x"}
+    cases = [
+        ({"message_id": "big", "source_agent_id": "a", "content": "x", "attributes": over}, "attributes"),
+        ({"message_id": "big", "source_agent_id": "a", "kind": "action",
+          "action": {"type": "call_tool", "target": "t", "params": over}}, "action.params"),
+        ({"message_id": "big", "source_agent_id": "a", "content": "x", "target_agent_ids": ["b", "c" * 201]},
+         "target_agent_ids"),
+        ({"message_id": "big", "source_agent_id": "a", "content": "x", "provenance_chain": ["p" * 201]},
+         "provenance_chain"),
+    ]
+    for message, field in cases:
+        r = clean(await h.client.post("/telemetry", json={"messages": [ok, message]}, headers=h.headers()))
+        assert r.status_code == 400, (field, r.status_code, r.text[:200])
+        assert r.json()["extra"][0]["key"] == f"messages.1.{field}", (field, r.json()["extra"])
+        assert str(limit if "." in field or field == "attributes" else 200) in r.json()["detail"], r.json()["detail"]
+    assert await h.cockpit.filter.store.count() == 0
+
+    at_limit = {"blob": "x" * (limit - len('{"blob":""}'))}
+    message = {"message_id": "edge", "source_agent_id": "a", "content": "x", "attributes": at_limit,
+               "target_agent_ids": ["b" * 200]}
+    assert clean(await h.client.post("/telemetry", json=message, headers=h.headers())).status_code == 202
+    stored = await h.cockpit.filter.store.messages(["edge"])
+    assert stored[0]["attributes"] == at_limit and stored[0]["target_agent_ids"] == ["b" * 200]
+
+    # OTLP: the span whose tool arguments are too large is rejected, its neighbour kept.
+    def span(span_id: str, argument: str) -> dict[str, Any]:
+        attrs = {"gen_ai.agent.id": "a", "gen_ai.operation.name": "execute_tool",
+                 "gen_ai.tool.name": "shell", "gen_ai.tool.call.arguments": argument}
+        return {"traceId": "t", "spanId": span_id, "startTimeUnixNano": "1",
+                "attributes": [{"key": k, "value": {"stringValue": v}} for k, v in attrs.items()]}
+
+    body = {"resourceSpans": [{"scopeSpans": [{"spans": [span("s1", "ls"), span("s2", "y" * limit)]}]}]}
+    r = clean(await h.client.post("/v1/traces", json=body, headers=h.headers()))
+    assert r.status_code == 200 and r.json()["partialSuccess"]["rejectedSpans"] == 1, r.text[:300]
+    assert "params" in r.json()["partialSuccess"]["errorMessage"]
+    assert [m["message_id"] for m in await h.cockpit.filter.store.messages(["otlp-t-s1", "otlp-t-s2"])] == ["otlp-t-s1"]
 
 
 async def test_deep_nesting_invalid_utf8_and_non_json_are_4xx(embedded: Harness) -> None:
