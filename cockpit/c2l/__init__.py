@@ -226,7 +226,7 @@ def build_c2l(db: Database, bus: EventBus, metrics: Metrics, settings: C2LSettin
         ))
     instance = instance_id or uuid.uuid4().hex[:12]
     audit = AuditLog(db, settings.audit_anchor_file)
-    registry = AgentRegistry(db, settings.registry_cache_seconds)
+    registry = AgentRegistry(db, settings.registry_cache_seconds, refuses=runtimes.refuses)
     directives = DirectiveSender(db, bus)
     commands = CommandService(db, bus, registry, audit, settings)
     killswitch = KillSwitch(db, registry, audit, directives, runtimes, ExecutionLedger(db),

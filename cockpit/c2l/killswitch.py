@@ -49,9 +49,12 @@ EXTERNAL_TERMINATE_NOTE = (
 
 
 class RuntimeLookup(Protocol):
-    """What the kill switch needs of a ``RuntimeSet``: the adapter for a ref."""
+    """What C2L needs of a ``RuntimeSet``: the adapter for a ref, and whether a ref
+    is one Cockpit must never act on."""
 
     def for_ref(self, ref: RuntimeRef) -> Runtime: ...
+
+    async def refuses(self, ref: RuntimeRef) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)

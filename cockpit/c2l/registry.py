@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +18,7 @@ from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cockpit.c2l.models import AgentRow
-from cockpit.c2l.runtimes.process import process_ref, protected
+from cockpit.c2l.runtimes.process import process_ref
 from cockpit.c2l.runtimes.ref import InvalidRuntimeRef, RuntimeKind, RuntimeRef
 from cockpit.platform.auth import AGENT_TOKEN_PREFIX, hash_secret, new_secret
 from cockpit.platform.cache import TtlCache
@@ -99,8 +100,6 @@ def _runtime_ref(runtime: Any) -> RuntimeRef:
     if ref.kind is not RuntimeKind.PROCESS:
         return ref
     assert ref.pid is not None
-    if reason := protected(ref.pid):
-        raise InvalidAgent(f"pid {ref.pid} cannot be an agent: {reason}")
     if ref.start_time is None:
         # The start time makes a later signal safe against pid reuse.
         pinned = process_ref(ref.pid)
@@ -110,6 +109,18 @@ def _runtime_ref(runtime: Any) -> RuntimeRef:
     return ref
 
 
+def _target_name(ref: RuntimeRef) -> str:
+    match ref.kind:
+        case RuntimeKind.PROCESS:
+            return f"pid {ref.pid}"
+        case RuntimeKind.DOCKER:
+            return f"container {ref.container}"
+        case RuntimeKind.KUBERNETES:
+            return f"pod {ref.namespace}/{ref.pod}"
+        case _:
+            return ref.describe()
+
+
 #: a MUTE without an end (``muted_until`` unset) lasts until it is lifted
 _FOREVER = datetime.max.replace(tzinfo=UTC)
 
@@ -117,8 +128,12 @@ _FOREVER = datetime.max.replace(tzinfo=UTC)
 class AgentRegistry:
     """Agents, their tokens and their statuses (table ``agents``)."""
 
-    def __init__(self, db: Database, cache_seconds: float = 0.0) -> None:
+    def __init__(self, db: Database, cache_seconds: float = 0.0,
+                 refuses: Callable[[RuntimeRef], Awaitable[str | None]] | None = None) -> None:
         self._db = db
+        #: why a runtime target can never be an agent (Cockpit itself, or what it runs
+        #: in: ``RuntimeSet.refuses``), asked at registration
+        self._refuses = refuses
         # Hot reads on every telemetry request: token -> (agent, usable), and the
         # whole set of MUTED agents (few, so one query refreshes it for every agent).
         # Tokens are forgotten by the writes that can change their use; the MUTED set
@@ -163,6 +178,8 @@ class AgentRegistry:
         if parent_id is not None and parent_id == agent_id:
             raise InvalidAgent("an agent cannot be its own parent")
         ref = _runtime_ref(spec.get("runtime") or {"kind": "external"})
+        if self._refuses is not None and (reason := await self._refuses(ref)):
+            raise InvalidAgent(f"{_target_name(ref)} cannot be an agent: {reason}")
         token = new_secret(AGENT_TOKEN_PREFIX)
         now = utcnow()
         row = AgentRow(

@@ -225,6 +225,17 @@ class Runtime(abc.ABC):
         """Succeeds only when the runtime confirms the target no longer exists."""
         return await self._layer(RuntimeAction.VERIFY_GONE, ref, self._verify_gone)
 
+    async def refuses(self, ref: RuntimeRef) -> str | None:
+        """Why Cockpit must never act on ``ref`` (it is Cockpit itself, or what Cockpit
+        runs in: stopping it would take the kill switch down); None when it may.
+        Registration asks; each adapter checks again before it acts, whatever a stored
+        row says. An engine that cannot be asked now refuses nothing here."""
+        self._require_kind(ref)
+        try:
+            return await asyncio.to_thread(self._refuses, ref)
+        except RuntimeControlError:
+            return None
+
     async def snapshot(self, ref: RuntimeRef) -> Snapshot:
         """Capture the target's state. Raises `RuntimeUnavailable`."""
         self._require_kind(ref)
@@ -242,6 +253,10 @@ class Runtime(abc.ABC):
         )
 
     # -- blocking hooks (run in a worker thread) -----------------------------
+
+    def _refuses(self, ref: RuntimeRef) -> str | None:
+        """See `refuses`; runtimes that can hold Cockpit itself override it."""
+        return None
 
     @abc.abstractmethod
     def _check(self, ref: RuntimeRef) -> RuntimeState: ...

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -31,9 +32,27 @@ from cockpit.c2l.runtimes.base import (
 )
 from cockpit.c2l.runtimes.ref import RuntimeKind, RuntimeRef
 
-__all__ = ["DockerRuntime", "snapshot_image_name"]
+__all__ = ["DockerRuntime", "own_container_id", "snapshot_image_name"]
 
 _GONE = {"container_exists": False}
+
+# The engine bind-mounts each container's /etc/hostname, /etc/hosts and
+# /etc/resolv.conf from <data-root>/containers/<id>/ (cgroup v2 hides the id from
+# /proc/self/cgroup inside the container; cgroup v1 and the systemd driver show it).
+_MOUNTED_FROM = re.compile(r"/containers/([0-9a-f]{64})/(?:hostname|hosts|resolv\.conf)\s")
+_CGROUP = re.compile(r"(?:/docker/|docker-)([0-9a-f]{64})")
+
+
+def own_container_id(proc: Path = Path("/proc/self")) -> str | None:
+    """The id of the Docker container this process runs in; None outside one."""
+    for name, pattern in (("mountinfo", _MOUNTED_FROM), ("cgroup", _CGROUP)):
+        try:
+            text = (proc / name).read_text()
+        except OSError:
+            continue
+        if match := pattern.search(text):
+            return match.group(1)
+    return None
 
 
 def snapshot_image_name(
@@ -56,8 +75,11 @@ class DockerRuntime(Runtime):
         timeout_seconds: float = 30.0,
         logs_tail: int = 200,
         snapshot_repository: str = "cockpit-snapshot",
+        own_container: str | None = None,
     ) -> None:
         self._base_url = base_url
+        #: the container Cockpit runs in, never acted on (default: detected)
+        self._own = own_container or own_container_id()
         self._timeout = timeout_seconds
         self._logs_tail = logs_tail
         self._repository = snapshot_repository
@@ -94,6 +116,20 @@ class DockerRuntime(Runtime):
             except docker.errors.NotFound:
                 return None
 
+    def _is_own(self, container: Container | None) -> bool:
+        return container is not None and self._own is not None and container.id == self._own
+
+    def _refuses(self, ref: RuntimeRef) -> str | None:
+        return "Cockpit runs in it" if self._is_own(self._get(ref)) else None
+
+    def _target(self, ref: RuntimeRef) -> Container | None:
+        """The container to act on; raises `RuntimeUnavailable` for Cockpit's own
+        (registration refuses it; a row may name it by a name given to it since)."""
+        container = self._get(ref)
+        if self._is_own(container):
+            raise RuntimeUnavailable(f"refusing to act on container {ref.container}: Cockpit runs in it")
+        return container
+
     # -- state ------------------------------------------------------------------
 
     def _check(self, ref: RuntimeRef) -> RuntimeState:
@@ -126,7 +162,7 @@ class DockerRuntime(Runtime):
     # -- termination --------------------------------------------------------------
 
     def _stop_gracefully(self, ref: RuntimeRef, grace_seconds: float) -> Outcome:
-        container = self._get(ref)
+        container = self._target(ref)
         if container is None:
             return Outcome(True, dict(_GONE), {"already_gone": True})
         # The engine sends the image's StopSignal (SIGTERM), waits, then SIGKILLs.
@@ -152,7 +188,7 @@ class DockerRuntime(Runtime):
         )
 
     def _force_kill(self, ref: RuntimeRef) -> Outcome:
-        container = self._get(ref)
+        container = self._target(ref)
         if container is None:
             return Outcome(True, dict(_GONE), {"already_gone": True})
         details: dict[str, Any] = {"id": container.id, "name": container.name}
@@ -182,7 +218,7 @@ class DockerRuntime(Runtime):
     # -- network ----------------------------------------------------------------
 
     def _quarantine_network(self, ref: RuntimeRef) -> Outcome:
-        container = self._get(ref)
+        container = self._target(ref)
         if container is None:
             return Outcome(True, {**_GONE, "networks": []}, {"already_gone": True})
         mode = container.attrs["HostConfig"].get("NetworkMode", "")
@@ -249,7 +285,7 @@ class DockerRuntime(Runtime):
         return self._pause(ref, pause=False)
 
     def _pause(self, ref: RuntimeRef, pause: bool) -> Outcome:
-        container = self._get(ref)
+        container = self._target(ref)
         if container is None:
             return Outcome(False, dict(_GONE), reason="container gone")
         with _translated():
@@ -270,7 +306,7 @@ class DockerRuntime(Runtime):
     # -- snapshot -------------------------------------------------------------------
 
     def _snapshot(self, ref: RuntimeRef) -> tuple[dict[str, Any], dict[str, Any], str | None]:
-        container = self._get(ref)
+        container = self._target(ref)
         if container is None:
             return {"container": ref.container, "exists": False}, {}, "container gone"
         image_name = snapshot_image_name(container.name, datetime.now(UTC), self._repository)

@@ -1,8 +1,9 @@
 """`KubernetesRuntime`: agents in Kubernetes pods, through the official client.
 
 Configured explicitly (API host + bearer token + CA file, or a kubeconfig path);
-nothing is read from the environment or the in-cluster service account unless
-the caller passes that path.
+no credentials are read from the environment or the in-cluster service account
+unless the caller passes that path. What is read is which pod Cockpit itself runs
+in (`own_pod`), so that no command deletes or quarantines it.
 
 RBAC the kill switch needs in each agent namespace (a Role bound to Cockpit's
 service account)::
@@ -29,14 +30,18 @@ Caveats, stated so the audit trail is not over-read:
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from cockpit.c2l.runtimes.base import Outcome, Runtime, RuntimeState
+from cockpit.c2l.runtimes.base import Outcome, Runtime, RuntimeState, RuntimeUnavailable
 from cockpit.c2l.runtimes.k8s_client import KubernetesAccess, build_api_client, translated
 from cockpit.c2l.runtimes.k8s_objects import (
     delete_options,
@@ -45,7 +50,28 @@ from cockpit.c2l.runtimes.k8s_objects import (
 )
 from cockpit.c2l.runtimes.ref import InvalidRuntimeRef, RuntimeKind, RuntimeRef
 
-__all__ = ["KubernetesRuntime"]
+__all__ = ["KubernetesRuntime", "own_pod"]
+
+_SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def own_pod(environ: Mapping[str, str] = os.environ,
+            namespace_file: Path = _SERVICE_ACCOUNT_NAMESPACE) -> tuple[str, str] | None:
+    """(namespace, name) of the pod this process runs in; None outside a pod.
+
+    ``POD_NAMESPACE`` / ``POD_NAME`` (the Downward API, as deploy/k8s sets them), else
+    the service account's namespace file and, in a cluster, the hostname (a pod's
+    hostname is its name unless its spec sets another)."""
+    namespace = environ.get("POD_NAMESPACE")
+    if not namespace:
+        try:
+            namespace = namespace_file.read_text().strip()
+        except OSError:
+            namespace = None
+    name = environ.get("POD_NAME")
+    if not name and environ.get("KUBERNETES_SERVICE_HOST"):
+        name = socket.gethostname()
+    return (namespace, name) if namespace and name else None
 
 
 class KubernetesRuntime(Runtime):
@@ -66,7 +92,10 @@ class KubernetesRuntime(Runtime):
         settle_seconds: float = 10.0,
         poll_interval_seconds: float = 0.2,
         logs_tail: int = 200,
+        own: tuple[str, str] | None = None,
     ) -> None:
+        #: (namespace, pod) Cockpit runs in, never deleted or quarantined (default: detected)
+        self._own = own or own_pod()
         self._access = KubernetesAccess(
             host=host,
             token=token,
@@ -120,6 +149,15 @@ class KubernetesRuntime(Runtime):
     def _serialise(self, obj: Any) -> Any:
         return self._client().sanitize_for_serialization(obj)
 
+    def _refuses(self, ref: RuntimeRef) -> str | None:
+        return "Cockpit runs in it" if _target(ref) == self._own else None
+
+    def _guard(self, ref: RuntimeRef) -> None:
+        """Raise `RuntimeUnavailable` for Cockpit's own pod (registration refuses it;
+        a row may name it from before)."""
+        if _target(ref) == self._own:
+            raise RuntimeUnavailable(f"refusing to act on pod {ref.namespace}/{ref.pod}: Cockpit runs in it")
+
     # -- state ------------------------------------------------------------------
 
     def _check(self, ref: RuntimeRef) -> RuntimeState:
@@ -148,6 +186,7 @@ class KubernetesRuntime(Runtime):
         return self._delete(ref, 0)
 
     def _delete(self, ref: RuntimeRef, grace_seconds: float) -> Outcome:
+        self._guard(ref)
         namespace, name = _target(ref)
         options = delete_options(grace_seconds)
         grace = options.grace_period_seconds or 0
@@ -176,6 +215,7 @@ class KubernetesRuntime(Runtime):
     # -- network ----------------------------------------------------------------
 
     def _quarantine_network(self, ref: RuntimeRef) -> Outcome:
+        self._guard(ref)
         namespace, pod_name = _target(ref)
         name = quarantine_policy_name(pod_name)
         labels = dict(ref.labels)

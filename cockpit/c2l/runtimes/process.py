@@ -61,6 +61,9 @@ class ProcessRuntime(Runtime):
         # uninterruptible sleep dies only when its I/O returns).
         self._kill_wait = kill_wait_seconds
 
+    def _refuses(self, ref: RuntimeRef) -> str | None:
+        return protected(_pid(ref))
+
     # -- state ------------------------------------------------------------------
 
     def _check(self, ref: RuntimeRef) -> RuntimeState:

@@ -85,6 +85,12 @@ class RuntimeSet:
         """The adapter that acts on `ref`."""
         return self.runtime_for(ref.kind)
 
+    async def refuses(self, ref: RuntimeRef) -> str | None:
+        """Why Cockpit must never act on `ref` (`Runtime.refuses`); None when it may
+        or when no adapter acts on its kind here."""
+        runtime = self._runtimes.get(ref.kind)
+        return None if runtime is None else await runtime.refuses(ref)
+
     @property
     def kinds(self) -> frozenset[RuntimeKind]:
         """The kinds this set can act on."""

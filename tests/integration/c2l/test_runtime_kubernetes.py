@@ -174,3 +174,29 @@ async def test_unreachable_api() -> None:
     assert not result.success and "unreachable" in (result.reason or "")
     with pytest.raises(RuntimeUnavailable):
         await runtime.check(ref)
+
+
+async def test_the_pod_cockpit_runs_in_is_never_deleted_or_quarantined(
+    k8s_api: FakeKubernetesAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As deploy/k8s/deployment.yaml sets them (the Downward API).
+    monkeypatch.setenv("POD_NAMESPACE", NS)
+    monkeypatch.setenv("POD_NAME", "cockpit-7d9f")
+    k8s_api.add_pod(NS, "cockpit-7d9f", {"app": "cockpit"})
+    k8s_api.add_pod(NS, "agent-17", LABELS)
+    runtime = KubernetesRuntime(host=k8s_api.url, token="test-token", settle_seconds=1.0,
+                                poll_interval_seconds=0.02, request_timeout_seconds=5)
+    try:
+        own = RuntimeRef.kubernetes(NS, "cockpit-7d9f")
+        assert await runtime.refuses(own) == "Cockpit runs in it"
+        assert await runtime.refuses(RuntimeRef.kubernetes(NS, "agent-17")) is None
+        assert await runtime.refuses(RuntimeRef.kubernetes("other", "cockpit-7d9f")) is None
+        for result in (await runtime.stop_gracefully(own, 1), await runtime.force_kill(own),
+                       await runtime.quarantine_network(own)):
+            assert not result.success and "Cockpit runs in it" in (result.reason or ""), result
+        assert not [r for r in k8s_api.requests if r.method in {"DELETE", "POST"}]
+        assert k8s_api.pod(NS, "cockpit-7d9f") is not None
+        assert (await runtime.check(own)).exists  # reading it stays allowed
+        assert (await runtime.force_kill(RuntimeRef.kubernetes(NS, "agent-17"))).success
+    finally:
+        runtime.close()

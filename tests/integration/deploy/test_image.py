@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import services_dir_path
@@ -125,3 +126,77 @@ def test_migrate_runs_as_a_one_shot(docker_env: dict[str, str], image: str) -> N
         assert probe.stdout.split() == ["True", "False", "False"]
     finally:
         _docker(docker_env, "volume", "rm", "-f", volume, check=False)
+
+
+def test_cockpit_in_a_container_never_stops_its_own(docker_env: dict[str, str], image: str) -> None:
+    """Cockpit in a container, given the engine's socket: its own container cannot be
+    registered (found from inside, by name or short id), and a stored agent whose
+    container name later names Cockpit's own is not stopped: its TERMINATE fails and
+    says why, and Cockpit keeps serving. A sibling container is stopped as usual."""
+    socket_path = docker_env["DOCKER_HOST"].removeprefix("unix://")
+    tag = uuid.uuid4().hex[:8]
+    name, sibling = f"cockpit-image-test-{tag}", f"cockpit-image-sibling-{tag}"
+    port = free_port()
+    _docker(docker_env, "run", "-d", "--name", sibling, "--network", "none", "cockpit-test/busybox:latest",
+            "sleep", "600")
+    _docker(docker_env, "run", "-d", "--name", name, "--network", "host", "--user", "0:0",
+            "-v", f"{socket_path}:/var/run/docker.sock", "-e", "COCKPIT_C2L__DOCKER_URL=unix:///var/run/docker.sock",
+            "-e", "COCKPIT_C2L__GRACE_SECONDS=1",
+            "-e", f"COCKPIT_GATEWAY__PORT={port}", "-e", "COCKPIT_GATEWAY__HOST=127.0.0.1", image)
+    try:
+        created = _docker(docker_env, "exec", name, "cockpit", "apikey", "create", "--role", "CHIEF_ARCHITECT",
+                          "--name", "test").stdout
+        key = next(line.split()[1] for line in created.splitlines() if line.startswith("key:"))
+        own_id = _docker(docker_env, "inspect", "-f", "{{.Id}}", name).stdout.strip()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": key}, timeout=30) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if client.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, _docker(docker_env, "logs", name, check=False).stderr[-3000:]
+                time.sleep(0.5)
+
+            for ref in (name, own_id[:12], own_id):
+                r = client.post("/agents", json={"agent_id": f"self-{ref[:12]}", "name": "self",
+                                                 "runtime": {"kind": "docker", "container": ref}})
+                assert r.status_code == 422, r.text
+                assert r.json()["detail"] == f"container {ref} cannot be an agent: Cockpit runs in it"
+
+            # Registered while the name was a sibling's; then the name passes to Cockpit's.
+            r = client.post("/agents", json={"agent_id": "renamed", "name": "renamed",
+                                             "runtime": {"kind": "docker", "container": sibling}})
+            assert r.status_code == 201, r.text
+            _docker(docker_env, "rename", sibling, f"{sibling}-old")
+            _docker(docker_env, "rename", name, sibling)
+            failed = _terminate(client, "renamed")
+            assert failed["status"] == "FAILED", failed
+            assert f"refusing to act on container {sibling}: Cockpit runs in it" in json.dumps(failed)
+            assert client.get("/health").status_code == 200
+            assert json.loads(_docker(docker_env, "inspect", "-f", "{{json .State}}", own_id).stdout)["Running"]
+
+            # The sibling itself, under its new name, is stopped and removed.
+            r = client.post("/agents", json={"agent_id": "sibling", "name": "sibling",
+                                             "runtime": {"kind": "docker", "container": f"{sibling}-old"}})
+            assert r.status_code == 201, r.text
+            done = _terminate(client, "sibling")
+            assert done["status"] == "COMPLETED", done
+            assert _docker(docker_env, "inspect", f"{sibling}-old", check=False).returncode != 0
+    finally:
+        for container in (name, sibling, f"{sibling}-old"):
+            _docker(docker_env, "rm", "-f", container, check=False)
+
+
+def _terminate(client: httpx.Client, agent_id: str) -> dict:
+    r = client.post("/commands", json={"command_type": "TERMINATE", "target_agents": [agent_id],
+                                       "parameters": {"grace_seconds": 1}})
+    assert r.status_code == 202, r.text
+    deadline = time.monotonic() + 90
+    while True:
+        command = client.get(f"/commands/{r.json()['command_id']}").json()
+        if command["status"] in {"COMPLETED", "FAILED"}:
+            return command  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, command
+        time.sleep(0.3)
