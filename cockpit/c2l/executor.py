@@ -256,15 +256,26 @@ class CommandExecutor:
         confirmation = confirmation_of(row)
         publish = functools.partial(self._bus.publish, Channel.CONFIRMATIONS, key=row.id,
                                     message_id=confirmation.event_id)
+        # Too large for one message of the broker (the layer records of hundreds of
+        # agents, then the ids of thousands of sub-agents): the outcome still goes out (a
+        # verdict is mitigated by it, the stream shows it) with the lists left out and
+        # counted; the row keeps them for GET /commands/{id}.
+        smaller = (
+            confirmation.model_copy(update={"executed_layers": [],
+                                            "layers_omitted": len(confirmation.executed_layers)}),
+            confirmation.model_copy(update={"executed_layers": [],
+                                            "layers_omitted": len(confirmation.executed_layers),
+                                            "cascade_terminated": [],
+                                            "cascade_omitted": len(confirmation.cascade_terminated)}),
+        )
         try:
-            try:
-                await publish(confirmation)
-            except EventTooLarge:
-                # The layer records of hundreds of agents: the outcome still goes out
-                # (a verdict is mitigated by it, the stream shows it), the records stay
-                # in the row for GET /commands/{id}.
-                await publish(confirmation.model_copy(update={
-                    "executed_layers": [], "layers_omitted": len(confirmation.executed_layers)}))
+            for attempt in (confirmation, *smaller):
+                try:
+                    await publish(attempt)
+                    break
+                except EventTooLarge:
+                    if attempt is smaller[-1]:
+                        raise
         except Exception as exc:  # noqa: BLE001 - the row is final; a broker outage must not
             # crash the command's task (nor abort a recovery pass) after the fact.
             logger.warning("command_confirmation_publish_failed", command_id=row.id,

@@ -72,6 +72,9 @@ class CommandConfirmed(Event):
     #: message of the broker (a command on hundreds of agents); ``GET /commands/{id}``
     #: has them all
     layers_omitted: int = 0
+    #: ids left out of ``cascade_terminated`` when even without its layer records the
+    #: confirmation did not fit (thousands of sub-agents); ``GET /commands/{id}`` has them
+    cascade_omitted: int = 0
 
 
 class AgentDirective(Event):

@@ -360,42 +360,51 @@ async def test_a_confirmation_too_large_for_the_broker_goes_out_without_its_laye
         make: Factory, nats_url: str) -> None:
     """A command on hundreds of agents leaves more layer records than NATS takes in one
     message (1 MiB): its confirmation still goes out (it mitigates a verdict, the
-    stream shows it) with the records left out and counted, and it no longer holds
-    back the confirmations the recovery publishes after it."""
+    stream shows it) with the records left out and counted (and, if still too large,
+    the ids of its sub-agents too), and it no longer holds back the confirmations the
+    recovery publishes after it."""
     h = await make(nats_url=nats_url)
     await agent(h, "a1")
-    receipts = [(await h.submit({"command_type": "ISOLATE", "target_agents": ["a1"]}))[0] for _ in range(2)]
+    receipts = [(await h.submit({"command_type": "ISOLATE", "target_agents": ["a1"]}))[0] for _ in range(3)]
     final = [await h.c2l.wait_for_command(r["command_id"], timeout=30) for r in receipts]
-    big, small = (r["command_id"] for r in receipts)
+    big, small, bigger = (r["command_id"] for r in receipts)
 
     async def confirmed() -> set[str]:
         async with h.db.sessions() as session:
             return set((await session.scalars(select(CommandRow.id).where(
-                CommandRow.id.in_([big, small]), CommandRow.confirmed_at.is_not(None)))).all())
+                CommandRow.id.in_([big, small, bigger]), CommandRow.confirmed_at.is_not(None)))).all())
 
     for _ in range(200):  # their first confirmations are out and marked (not to race the reset below)
-        if await confirmed() == {big, small}:
+        if await confirmed() == {big, small, bigger}:
             break
         await asyncio.sleep(0.05)
     layers = [{"agent_id": f"agent-{i:04d}", "layer": "software", "action": "revoke_credentials",
                "success": True, "details": {"note": "x" * 400}} for i in range(3000)]
+    # ... and, for the third, the ids of thousands of sub-agents, 1.2 MB on their own
+    cascade = [f"sub-{i:05d}-" + "y" * 190 for i in range(6000)]
     # As a replica that died before publishing them leaves them: unconfirmed, the
     # bigger one first in the recovery's order.
     async with h.db.sessions.begin() as session:
         await session.execute(update(CommandRow).where(CommandRow.id == big).values(
             executed_layers=layers, confirmed_at=None, finished_at=utcnow() - timedelta(seconds=60)))
+        await session.execute(update(CommandRow).where(CommandRow.id == bigger).values(
+            executed_layers=layers, cascade_terminated=cascade, confirmed_at=None,
+            finished_at=utcnow() - timedelta(seconds=61)))
         await session.execute(update(CommandRow).where(CommandRow.id == small).values(
             confirmed_at=None, finished_at=utcnow() - timedelta(seconds=59)))
     h.confirmations.clear()
     for _ in range(200):
-        if {c.command_id for c in h.confirmations} >= {big, small}:
+        if {c.command_id for c in h.confirmations} >= {big, small, bigger}:
             break
         await asyncio.sleep(0.05)
     sent = {c.command_id: c for c in h.confirmations}
     assert sent[big].status.value == final[0]["status"]
     assert sent[big].executed_layers == [] and sent[big].layers_omitted == len(layers)
+    assert sent[big].cascade_omitted == 0
     assert sent[small].layers_omitted == 0 and sent[small].executed_layers
+    assert sent[bigger].layers_omitted == len(layers) and sent[bigger].cascade_omitted == len(cascade)
+    assert sent[bigger].cascade_terminated == [] and sent[bigger].status.value == final[2]["status"]
     async with h.db.sessions() as session:
-        stored = (await session.scalars(select(CommandRow).where(CommandRow.id.in_([big, small])))).all()
+        stored = (await session.scalars(select(CommandRow).where(CommandRow.id.in_([big, small, bigger])))).all()
     assert all(row.confirmed_at is not None for row in stored)
     assert next(row for row in stored if row.id == big).executed_layers == layers
