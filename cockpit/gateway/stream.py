@@ -214,6 +214,7 @@ class StreamHub:
         """Replay to a client that fell behind what it has not been sent (call once it
         has taken everything queued)."""
         if client.behind:
+            self._metrics.ws_catch_ups.inc()
             await self.resume(client, client.replay_from, client.filters)
 
     async def replay(self, after_seq: int, filters: StreamFilters) -> tuple[list[dict[str, Any]], int, bool]:

@@ -112,6 +112,12 @@ class Metrics:
         )
         self.telemetry_to_verdict_window = LatencyWindow()
         self.ws_clients = Gauge("cockpit_ws_clients", "Connected WebSocket clients", registry=r)
+        self.ws_catch_ups = Counter(
+            "cockpit_ws_catch_ups_total",
+            "Replays from the stream log to WebSocket clients that fell behind their queue "
+            "(one per turn of ws_replay_limit events)",
+            registry=r,
+        )
         self.http_errors = Counter(
             "cockpit_http_errors_total", "HTTP responses with status >= 400", ["status"], registry=r
         )

@@ -71,6 +71,10 @@ async def test_a_client_slower_than_the_stream_misses_nothing(narrow: Harness) -
         received = await _events(ws, len(seqs))
         await _nothing_more(ws)
     assert [e["seq"] for e in received] == seqs
+    # The operator sees it happened: 23 events through a queue of 5, caught up from the log.
+    metrics = (await narrow.client.get("/metrics")).text
+    line = next(x for x in metrics.splitlines() if x.startswith("cockpit_ws_catch_ups_total"))
+    assert float(line.split()[-1]) >= 1
 
 
 async def test_a_filtered_resume_reads_on_past_replays_with_no_match(narrow: Harness) -> None:
