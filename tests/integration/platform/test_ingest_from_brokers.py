@@ -101,16 +101,19 @@ async def test_telemetry_larger_than_a_broker_message_is_analysed(
     request: pytest.FixtureRequest, tmp_path: Path, broker: str
 ) -> None:
     """A batch whose messages of one fleet add up to more than the broker takes in one
-    message (1 MiB), and a message larger than that on its own: all are accepted and
-    all analysed, once; the verdicts cite the large one."""
+    message (1 MiB), and a message larger than that on its own (within every field's
+    limit: 100,000 characters of content and 1,000 target ids of 200, four bytes
+    each): all are accepted and all analysed, once; the verdicts cite the large one."""
     url = request.getfixturevalue(f"{broker}_url")
     settings = settings_for("sqlite", tmp_path, request, **{f"{broker}_url": url})
     async for h in make_harness(settings):
         items, labels = scenario()
         for item in items:
             item["attributes"] = {"transcript": "x" * 50_000}  # 2 MB for the fleet
-        giant = next(i for i in items if i["message_id"].endswith(labels["d_attack"][0]))
-        giant["attributes"] = {"transcript": "y" * 1_200_000}
+        giant = next(i for i in items if i["message_id"].endswith(labels["d_promise"][0]))
+        wide = "\U0001f4e1"  # four bytes in UTF-8
+        giant["content"] = f"{giant['content']} {wide * 99_000}"
+        giant["target_agent_ids"] = [*giant["target_agent_ids"], *(f"w{i:03d}" + wide * 190 for i in range(950))]
         r = await h.client.post("/telemetry", json={"messages": items}, headers=h.headers())
         assert r.status_code == 202, r.text
         assert r.json() == {"accepted": len(items), "duplicates": 0}
@@ -125,4 +128,6 @@ async def test_telemetry_larger_than_a_broker_message_is_analysed(
         evidence = (await h.client.get(f"/verdicts/{verdict['id']}/evidence", headers=h.headers("VIEWER"))).json()
         cited = {m["message_id"]: m for m in evidence["items"]}
         assert giant["message_id"] in cited
-        assert cited[giant["message_id"]]["attributes"] == giant["attributes"]
+        assert cited[giant["message_id"]]["content"] == giant["content"]
+        assert cited[giant["message_id"]]["target_agent_ids"] == giant["target_agent_ids"]
+
