@@ -125,6 +125,7 @@ def bootstrap(settings: Settings | None = None, *, runtimes: Any = None) -> Cock
         kafka_fetch_wait_ms=settings.kafka_fetch_wait_ms,
     )
     metrics = Metrics()
+    bus.on_rejected = lambda channel: metrics.bus_rejected.labels(channel=channel.value).inc()
     narrative = build_filter(db, bus, metrics, settings.filter)
     verdicts = VerdictEngine(db, bus, metrics)
     c2l_settings = settings.c2l

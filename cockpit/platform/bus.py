@@ -42,7 +42,7 @@ from enum import StrEnum
 from typing import Any, Literal, Protocol, TypeVar, overload
 
 from loguru import logger
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from cockpit.platform.batching import GroupCommit
 
@@ -194,6 +194,10 @@ class Assignment:
 
 
 Assigned = Callable[[Assignment], Awaitable[None]]
+#: told the channel of each message that is not its channel's event (not JSON, or
+#: against the schema: what an agent publishing straight onto the telemetry topic may
+#: send); the message is acknowledged and dropped, never handed to a handler
+Rejected = Callable[[Channel], None]
 
 
 @dataclass(slots=True)
@@ -207,6 +211,7 @@ class Subscription:
     on_assign: Assigned | None = None
     #: the handler takes a list of events (those waiting, in order)
     batch: bool = False
+    rejected: Rejected | None = None
 
 
 class Transport(Protocol):
@@ -839,10 +844,22 @@ class KafkaTransport:
 
 
 
-def _event(event_type: type[BaseModel], body: Any) -> BaseModel:
-    if isinstance(body, bytes | str):
-        return event_type.model_validate_json(body)
-    return event_type.model_validate(body)
+def _event(sub: Subscription, body: Any) -> BaseModel | None:
+    """``body`` as ``sub``'s event; None (logged and counted) if it is not one: a
+    message that can never be valid is dropped rather than failing its delivery, which
+    the broker would only repeat or give up on without a word."""
+    try:
+        if isinstance(body, bytes | str):
+            return sub.event_type.model_validate_json(body)
+        return sub.event_type.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        logger.warning("event_rejected", channel=sub.channel.value, error=f"{where}: {first['msg']}" if where
+                       else first["msg"], bytes=len(body) if isinstance(body, bytes | str) else None)
+        if sub.rejected is not None:
+            sub.rejected(sub.channel)
+        return None
 
 
 def _decoded(sub: Subscription) -> Callable[..., Awaitable[None]]:
@@ -856,13 +873,14 @@ def _decoded(sub: Subscription) -> Callable[..., Awaitable[None]]:
     took it is over. The annotation is a real object (not a string) because FastStream
     inspects the handler's signature when it is registered.
     """
-    event_type = sub.event_type
     lock = asyncio.Lock() if sub.channel in ORDERED and not sub.batch else None
     group = (GroupCommit(functools.partial(_dispatch_group, sub), limit=MAX_BATCH, settle=True)
              if sub.batch else None)
 
     async def handler(body: Any) -> None:
-        event = _event(event_type, body)
+        event = _event(sub, body)
+        if event is None:
+            return
         if group is not None:
             await group.submit(event)
         elif lock is None:
@@ -879,10 +897,11 @@ def _decoded(sub: Subscription) -> Callable[..., Awaitable[None]]:
 def _decoded_batch(sub: Subscription) -> Callable[..., Awaitable[None]]:
     """A FastStream batch handler (a list of decoded bodies) for a ``batch=True``
     subscriber."""
-    event_type = sub.event_type
 
     async def handler(bodies: list[Any]) -> None:
-        await _dispatch(sub, [_event(event_type, body) for body in bodies])
+        events = [event for body in bodies if (event := _event(sub, body)) is not None]
+        if events:
+            await _dispatch(sub, events)
 
     handler.__annotations__ = {"bodies": list[Any], "return": None}
     handler.__name__ = f"on_{sub.channel.value}_batch"
@@ -894,6 +913,8 @@ class EventBus:
 
     def __init__(self, routes: dict[Channel, Transport]) -> None:
         self.routes = routes
+        #: told of each message dropped as not its channel's event (set before subscribing)
+        self.on_rejected: Rejected | None = None
         self._transports = list({id(t): t for t in routes.values()}.values())
 
     @overload
@@ -937,7 +958,8 @@ class EventBus:
         hears which key partitions a shared subscriber owns whenever they change
         (Kafka's rebalances, NATS's leases); in-process, every key is its own. A
         ``batch`` handler takes a list of events, in order (see the module's text)."""
-        self.routes[channel].add(Subscription(channel, event_type, handler, shared, key, on_assign, batch))
+        self.routes[channel].add(Subscription(channel, event_type, handler, shared, key, on_assign, batch,
+                                              self.on_rejected))
 
     def assigns_partitions(self, channel: Channel) -> bool:
         """True if ``channel``'s transport tells shared subscribers which partitions

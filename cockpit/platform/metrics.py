@@ -112,6 +112,11 @@ class Metrics:
         )
         self.telemetry_to_verdict_window = LatencyWindow()
         self.ws_clients = Gauge("cockpit_ws_clients", "Connected WebSocket clients", registry=r)
+        self.bus_rejected = Counter(
+            "cockpit_bus_events_rejected_total",
+            "Broker messages dropped as not their channel's event (not JSON, or against the schema)",
+            ["channel"], registry=r,
+        )
         self.ws_catch_ups = Counter(
             "cockpit_ws_catch_ups_total",
             "Replays from the stream log to WebSocket clients that fell behind their queue "

@@ -131,3 +131,48 @@ async def test_telemetry_larger_than_a_broker_message_is_analysed(
         assert cited[giant["message_id"]]["content"] == giant["content"]
         assert cited[giant["message_id"]]["target_agent_ids"] == giant["target_agent_ids"]
 
+
+@pytest.mark.parametrize("broker", [pytest.param("nats", marks=pytest.mark.nats),
+                                    pytest.param("kafka", marks=pytest.mark.kafka)])
+async def test_a_malformed_message_on_the_topic_holds_nothing_back(
+    request: pytest.FixtureRequest, tmp_path: Path, broker: str
+) -> None:
+    """Agents publishing straight onto the topic are not validated at an HTTP edge:
+    what is not JSON, or not telemetry (an unknown field, attributes over 64 KiB), is
+    dropped and counted, and the telemetry published after it, in the same fleet and
+    so the same ordered partition, is analysed as usual."""
+    url = request.getfixturevalue(f"{broker}_url")
+    settings = settings_for("sqlite", tmp_path, request, **{f"{broker}_url": url})
+    async for h in make_harness(settings):
+        items, _ = scenario()
+        bad = [b"{not json", json.dumps({"message_id": "m", "source_agent_id": "a", "content": "x",
+                                         "fleet_id": "scenario", "sneaky": 1}).encode(),
+               json.dumps({"message_id": "big", "source_agent_id": "a", "content": "x", "fleet_id": "scenario",
+                           "attributes": {"blob": "x" * 70_000}}).encode()]
+        bodies = [*bad, *(json.dumps(i).encode() for i in items)]
+        if broker == "kafka":
+            from aiokafka import AIOKafkaProducer
+
+            producer = AIOKafkaProducer(bootstrap_servers=url)
+            await producer.start()
+            try:
+                for body in bodies:
+                    await producer.send_and_wait("agent-communications", body, key=b"scenario")
+            finally:
+                await producer.stop()
+        else:
+            import nats
+
+            client = await nats.connect(url)
+            try:
+                for body in bodies:
+                    await client.jetstream().publish("cockpit.telemetry.scenario", body)
+            finally:
+                await client.drain()
+        seen = await _wait_for_verdicts(h, {"COLLUSION", "INCONSISTENCY", "DECEPTION"}, len(items), 60)
+        assert {"COLLUSION", "INCONSISTENCY", "DECEPTION"} <= seen
+        assert await h.cockpit.filter.store.count() == len(items)
+        metrics = (await h.client.get("/metrics")).text
+        rejected = next(line for line in metrics.splitlines()
+                        if line.startswith("cockpit_bus_events_rejected_total") and 'channel="telemetry"' in line)
+        assert float(rejected.split()[-1]) == len(bad)
