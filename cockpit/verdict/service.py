@@ -348,17 +348,22 @@ class VerdictEngine:
 
     async def recount(self) -> tuple[int, int]:
         """Count the stored verdicts into ``verdict_counts`` again (after verdicts were
-        changed in SQL by hand); returns (verdicts, count rows). Safe while Cockpit
-        runs: on PostgreSQL the table lock makes writers that would count a verdict
-        wait until the new counts are in, and they add theirs to them; SQLite has one
-        writer at a time anyway."""
+        changed in SQL by hand), and give ``verdict_agents`` their verdicts' current
+        ``updated_at`` (an agent's page is ordered by it); returns (verdicts, count
+        rows). Safe while Cockpit runs: on PostgreSQL the table lock makes writers that
+        would count a verdict wait until the new counts are in, and they add theirs to
+        them; SQLite has one writer at a time anyway."""
         columns = [_VERDICTS.c[name] for name in _COUNTED]
+        current = (select(_VERDICTS.c.updated_at).where(_VERDICTS.c.id == _VERDICT_AGENTS.c.verdict_id)
+                   .scalar_subquery())
         async with self._db.engine.begin() as conn:
             if self._db.dialect == "postgresql":
                 await conn.execute(text("LOCK TABLE verdict_counts IN SHARE ROW EXCLUSIVE MODE"))
             await conn.execute(delete(_COUNTS))
             await conn.execute(insert(_COUNTS).from_select(
                 [*_COUNTED, "n"], select(*columns, func.count()).group_by(*columns)))
+            await conn.execute(update(_VERDICT_AGENTS).where(_VERDICT_AGENTS.c.updated_at.is_distinct_from(current))
+                               .values(updated_at=current))
             verdicts, rows = (await conn.execute(select(func.coalesce(func.sum(_COUNTS.c.n), 0),
                                                         func.count()))).one()
         return int(verdicts), int(rows)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -114,6 +115,16 @@ async def test_recount_after_verdicts_changed_by_hand_in_sql(harness: Harness) -
     _, total = await listed(h, status="ACTIVE")
     assert total != await stored(h, status="ACTIVE")
 
+    # ... and one verdict's updated_at moved ahead: an agent's page is ordered by it.
+    r = await h.client.get("/verdicts", params={"agent_id": "agent-1", "limit": 100}, headers=h.headers("VIEWER"))
+    oldest = r.json()["items"][-1]["id"]
+    table = VerdictRow.__table__
+    async with h.cockpit.db.engine.begin() as conn:
+        await conn.execute(update(table).where(table.c.id == oldest).values(
+            updated_at=datetime.now(UTC) + timedelta(hours=1)))
+
     verdicts, rows = await h.cockpit.verdicts.recount()
     assert verdicts == await stored(h) == 30 and 0 < rows <= 30
     await check(h)
+    r = await h.client.get("/verdicts", params={"agent_id": "agent-1", "limit": 1}, headers=h.headers("VIEWER"))
+    assert [v["id"] for v in r.json()["items"]] == [oldest]  # now the newest
