@@ -13,6 +13,7 @@ import msgspec
 from sqlalchemy import Select, bindparam, func, select, text, update
 
 from cockpit.events import MessageAnalysis, Telemetry
+from cockpit.events.telemetry import STORED
 from cockpit.filter.models import TelemetryRow
 from cockpit.platform.db import Database, UTCDateTime, insert_ignoring_duplicates, utcnow
 
@@ -302,11 +303,8 @@ def telemetry_from_row(row: TelemetryRow) -> Telemetry:
             "provenance_chain": row.provenance_chain,
             "attributes": row.attributes,
         },
-        context=_STORED,
+        context=STORED,
     )
-
-
-_STORED = {"stored": True}  # accepted once: not held to limits that came later
 
 
 def row_to_dict(row: TelemetryRow) -> dict[str, Any]:

@@ -849,6 +849,9 @@ def _event(sub: Subscription, body: Any) -> BaseModel | None:
     message that can never be valid is dropped rather than failing its delivery, which
     the broker would only repeat or give up on without a word."""
     try:
+        decode = getattr(sub.event_type, "from_broker", None)  # an Event's own reading, if it has one
+        if decode is not None:
+            return decode(body)  # type: ignore[no-any-return]
         if isinstance(body, bytes | str):
             return sub.event_type.model_validate_json(body)
         return sub.event_type.model_validate(body)
