@@ -851,7 +851,7 @@ def _event(sub: Subscription, body: Any) -> BaseModel | None:
     try:
         decode = getattr(sub.event_type, "from_broker", None)  # an Event's own reading, if it has one
         if decode is not None:
-            return decode(body)  # type: ignore[no-any-return]
+            return decode(body)
         if isinstance(body, bytes | str):
             return sub.event_type.model_validate_json(body)
         return sub.event_type.model_validate(body)

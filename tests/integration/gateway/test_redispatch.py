@@ -60,8 +60,8 @@ async def test_a_message_stored_before_the_size_limits_is_still_analysed(
         await narrative.store.insert_new([old], (), {})
         assert await narrative.redispatch_once(older_than=timedelta(0)) == 1
 
-        async def analysed() -> tuple[float, str]:
-            metrics = (await harness.client.get("/metrics")).text
+        async def analysed(h: Harness = harness) -> tuple[float, str]:
+            metrics = (await h.client.get("/metrics")).text
             line = next(x for x in metrics.splitlines() if x.startswith("narrative_filter_requests_total"))
             return float(line.split()[-1]), metrics
 
