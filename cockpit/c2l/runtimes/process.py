@@ -1,9 +1,13 @@
 """`ProcessRuntime`: agents that are plain OS processes on this host (Linux).
 
 Signals are real: SIGTERM then SIGKILL to the process, its process group when it
-leads one, and (for a force kill) every descendant found before the kill, since
-orphans are re-parented and would escape a later search. Signals go through a
-pidfd after re-checking the start time, so a recycled pid is never hit.
+leads one, and every descendant. The descendants are taken before the first signal
+and remembered for the target: once the parent dies its children are re-parented and
+would escape a later search, so a graceful stop is verified, and a force kill aimed,
+at the tree as it was (a child that outlived its parent keeps the stop from
+succeeding). Signals go through a pidfd after re-checking the start time, so a
+recycled pid is never hit. The memory is this runtime's: a replica that recovers a
+command after a crash finds only the descendants still under the target.
 
 Needs: the same uid as the agent (or CAP_KILL) and a readable /proc.
 Network quarantine is not offered: a process has no network namespace of its
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from typing import Any
 
@@ -60,6 +65,9 @@ class ProcessRuntime(Runtime):
         # How long to wait for the kernel to finish a SIGKILL (a process in
         # uninterruptible sleep dies only when its I/O returns).
         self._kill_wait = kill_wait_seconds
+        #: each target's descendants seen before it was signalled, by (pid, start time)
+        self._trees: dict[tuple[int, int | None], dict[tuple[int, int], procfs.ProcStat]] = {}
+        self._trees_lock = threading.Lock()
 
     def _refuses(self, ref: RuntimeRef) -> str | None:
         return protected(_pid(ref))
@@ -79,8 +87,11 @@ class ProcessRuntime(Runtime):
         )
 
     def _verify_gone(self, ref: RuntimeRef) -> Outcome:
-        observed = self._observe(ref)
-        return Outcome(success=_all_gone(observed), verification=observed)
+        observed = self._observe(ref, self._tree(ref))
+        success = _all_gone(observed)
+        if success:
+            self._forget(ref)
+        return Outcome(success=success, verification=observed)
 
     # -- termination --------------------------------------------------------------
 
@@ -88,13 +99,16 @@ class ProcessRuntime(Runtime):
         pid = _pid(ref)
         alive = not procfs.is_gone(pid, ref.start_time)
         group = self._owns_group(ref) and bool(procfs.group_members(pid))
-        if not alive and not group:
-            return Outcome(True, self._observe(ref), {"already_gone": True})
+        tree = self._tree(ref)
+        if not alive and not group and not _survivors(tree):
+            return Outcome(True, self._observe(ref, tree), {"already_gone": True})
         if alive:
             _signal(pid, ref.start_time, signal.SIGTERM)
         if group:
             _signal_group(pid, signal.SIGTERM)
-        observed = self._wait_gone(ref, grace_seconds)
+        for child in tree:  # those outside the group, or they would outlive it as orphans
+            _signal(child.pid, child.start_time, signal.SIGTERM)
+        observed = self._wait_gone(ref, grace_seconds, tree)
         success = _all_gone(observed)
         return Outcome(
             success,
@@ -106,9 +120,9 @@ class ProcessRuntime(Runtime):
     def _force_kill(self, ref: RuntimeRef) -> Outcome:
         pid = _pid(ref)
         ours = not procfs.is_gone(pid, ref.start_time)
-        # Take the tree before killing: once the parent dies its children are
-        # re-parented and no longer findable from it.
-        tree = procfs.descendants(pid) if ours else []
+        # The tree before killing (and as a graceful stop saw it): once the parent
+        # dies its children are re-parented and no longer findable from it.
+        tree = self._tree(ref)
         killed: list[int] = []
         if ours and _signal(pid, ref.start_time, signal.SIGKILL):
             killed.append(pid)
@@ -120,6 +134,8 @@ class ProcessRuntime(Runtime):
                 killed.append(child.pid)
         observed = self._wait_gone(ref, self._kill_wait, tree)
         success = _all_gone(observed)
+        if success:
+            self._forget(ref)
         return Outcome(
             success,
             observed,
@@ -203,6 +219,21 @@ class ProcessRuntime(Runtime):
 
     # -- helpers --------------------------------------------------------------------
 
+    def _tree(self, ref: RuntimeRef) -> list[procfs.ProcStat]:
+        """The target's descendants: those found under it now (while it lives) with
+        those remembered from before, which its death may have re-parented."""
+        pid = _pid(ref)
+        found = procfs.descendants(pid) if not procfs.is_gone(pid, ref.start_time) else []
+        with self._trees_lock:
+            tree = self._trees.setdefault((pid, ref.start_time), {})
+            for stat in found:
+                tree.setdefault((stat.pid, stat.start_time), stat)
+            return list(tree.values())
+
+    def _forget(self, ref: RuntimeRef) -> None:
+        with self._trees_lock:
+            self._trees.pop((_pid(ref), ref.start_time), None)
+
     def _owns_group(self, ref: RuntimeRef) -> bool:
         """Whether process group `pid` is the target's group.
 
@@ -246,6 +277,10 @@ class ProcessRuntime(Runtime):
 def _pid(ref: RuntimeRef) -> int:
     assert ref.pid is not None  # RuntimeRef validates process refs
     return ref.pid
+
+
+def _survivors(tree: list[procfs.ProcStat]) -> bool:
+    return any(not procfs.is_gone(s.pid, s.start_time) for s in tree)
 
 
 def _all_gone(observed: dict[str, Any]) -> bool:

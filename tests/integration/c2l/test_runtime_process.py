@@ -120,6 +120,36 @@ async def test_force_kill_reaches_a_descendant_outside_the_group(
     assert _dead(parent.pid) and _dead(escaped)
 
 
+async def test_graceful_stop_is_verified_on_the_whole_tree(runtime: ProcessRuntime, spawn: Spawn) -> None:
+    """An agent that does not lead a process group and exits on TERM leaving a child
+    behind (one that escaped into its own session and ignores TERM): the stop is not
+    a success while the child lives, and the force kill reaches it although its
+    parent's death re-parented it. Before, the stop succeeded and the child ran on."""
+    parent = spawn(ESCAPING_GRANDCHILD)
+    escaped = int(_ready(parent))
+    ref = process_ref(parent.pid)
+
+    graceful = await runtime.stop_gracefully(ref, grace_seconds=0.5)
+    assert not graceful.success, graceful
+    assert _dead(parent.pid)
+    assert graceful.verification["descendant_survivors"] == [escaped]
+    assert read_stat(escaped).ppid != parent.pid  # type: ignore[union-attr] - re-parented
+    assert not (await runtime.verify_gone(ref)).success
+
+    forced = await runtime.force_kill(ref)
+    assert forced.success, forced
+    assert escaped in forced.details["killed"] and _dead(escaped)
+    assert (await runtime.verify_gone(ref)).success
+
+
+async def test_graceful_stop_ends_children_that_honour_sigterm(runtime: ProcessRuntime, spawn: Spawn) -> None:
+    parent = spawn(ESCAPING_GRANDCHILD.replace(repr(TERM_IGNORER), repr(SLEEPER)))
+    child = int(_ready(parent))
+    graceful = await runtime.stop_gracefully(process_ref(parent.pid), grace_seconds=5)
+    assert graceful.success, graceful
+    assert _dead(parent.pid) and _dead(child)
+
+
 async def test_recycled_pid_is_never_signalled(runtime: ProcessRuntime, spawn: Spawn) -> None:
     child = spawn(SLEEPER)
     _ready(child)
