@@ -64,7 +64,7 @@ def _text_of(messages: Any) -> str | None:
     if isinstance(messages, str):
         try:
             messages = json.loads(messages)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON (or nested past parsing): the text itself
             return messages
     if not isinstance(messages, list):
         return None
@@ -74,7 +74,8 @@ def _text_of(messages: Any) -> str | None:
             continue
         if isinstance(message.get("content"), str):
             texts.append(message["content"])
-        for part in message.get("parts") or []:
+        parts = message.get("parts")
+        for part in parts if isinstance(parts, list) else []:
             if isinstance(part, dict) and isinstance(part.get("content"), str):
                 texts.append(part["content"])
     return "\n".join(texts) if texts else None
@@ -94,6 +95,8 @@ def _span(span: dict[str, Any], resource: dict[str, Any]) -> Telemetry:
     if not agent:
         raise ValueError("span has no gen_ai.agent.id")
     operation = attrs.get("gen_ai.operation.name")
+    if operation is not None and not isinstance(operation, str):
+        raise ValueError("gen_ai.operation.name is not a string")
     trace_id, span_id = span.get("traceId"), span.get("spanId")
     if not trace_id or not span_id:
         raise ValueError("span has no traceId/spanId")
@@ -125,14 +128,16 @@ def _span(span: dict[str, Any], resource: dict[str, Any]) -> Telemetry:
     return Telemetry.model_validate(base)
 
 
-def _reason(exc: ValueError | ValidationError) -> str:
+def _reason(exc: Exception) -> str:
     """Why a span was rejected, in one line: the first field the telemetry schema refused
     (its mapped name: ``content``, ``action.params``...) and why."""
     if isinstance(exc, ValidationError):
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p) for p in first["loc"])
         return f"{where}: {first['msg']}" if where else str(first["msg"])
-    return str(exc).splitlines()[0]
+    if isinstance(exc, ValueError):
+        return str(exc).splitlines()[0]
+    return f"span has a value of an unexpected shape ({type(exc).__name__})"
 
 
 def map_traces(payload: Any) -> OtlpMapping:
@@ -155,7 +160,8 @@ def map_traces(payload: Any) -> OtlpMapping:
                     if not isinstance(span, dict):
                         raise ValueError("span is not an object")
                     out.telemetry.append(_span(span, resource))
-                except (ValueError, ValidationError) as exc:
+                except (ValueError, ValidationError, TypeError, RecursionError) as exc:
+                    # a value of a shape the mapping did not foresee fails its span only
                     out.rejected += 1
                     if len(out.errors) < 5:
                         out.errors.append(_reason(exc))

@@ -328,3 +328,29 @@ async def test_odd_otlp_shapes_are_4xx_or_partial_success(embedded: Harness) -> 
                     {"resourceSpans": [{"resource": {"attributes": "x"}, "scopeSpans": [{"spans": [1, {}]}]}]}):
         r = clean(await h.client.post("/v1/traces", json=payload, headers=h.headers()))
         assert r.status_code in {200, 400}, (payload, r.status_code)
+
+
+async def test_span_values_of_unexpected_shapes_reject_their_span_only(embedded: Harness) -> None:
+    """An attribute that OTLP allows but the GenAI conventions do not foresee (an array
+    or a map where a string belongs, a messages string whose parts are not a list) is a
+    rejected span, counted in partialSuccess; the batch's other spans are ingested.
+    (They were a 500 that lost the whole batch.)"""
+    h = embedded
+
+    def span(span_id: str, **extra: dict[str, Any]) -> dict[str, Any]:
+        attrs = {"gen_ai.agent.id": {"stringValue": "a"}, "gen_ai.input.messages": {"stringValue": "hi"}, **extra}
+        return {"traceId": "t", "spanId": span_id, "startTimeUnixNano": "1",
+                "attributes": [{"key": k.replace("__", "."), "value": v} for k, v in attrs.items()]}
+
+    spans = [span("good"),
+             span("array-op", gen_ai__operation__name={"arrayValue": {"values": [{"stringValue": "chat"}]}}),
+             span("map-op", gen_ai__operation__name={"kvlistValue": {"values": []}}),
+             span("parts", gen_ai__input__messages={"stringValue": '[{"role": "user", "parts": 5}]'}),
+             span("deep", gen_ai__input__messages={"stringValue": "[" * 50_000})]
+    r = clean(await h.client.post("/v1/traces", json={"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]},
+                                  headers=h.headers()))
+    assert r.status_code == 200, r.text[:300]
+    assert r.json()["partialSuccess"]["rejectedSpans"] == 3, r.json()
+    stored = await h.cockpit.filter.store.messages([f"otlp-t-{s['spanId']}" for s in spans])
+    # A messages string that is not JSON (nested past parsing) is the text itself.
+    assert sorted(m["message_id"] for m in stored) == ["otlp-t-deep", "otlp-t-good"]
