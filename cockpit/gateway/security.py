@@ -23,7 +23,7 @@ from cockpit.platform.auth import (
     Role,
 )
 
-__all__ = ["AGENT_OR_OPERATOR", "OPERATORS", "READERS", "authenticate", "principal_of", "requires"]
+__all__ = ["AGENT_OR_OPERATOR", "OPERATORS", "READERS", "authenticate", "principal_of", "reauthenticate", "requires"]
 
 AGENT_OR_OPERATOR = OPERATORS | {Role.AGENT}
 
@@ -56,6 +56,13 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
     if principal is not None:
         connection.scope["cockpit_principal"] = principal  # type: ignore[typeddict-unknown-key]
     return principal
+
+
+async def reauthenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
+    """The connection's principal looked up again, as on a new request: a WebSocket
+    outlives the check its handshake passed, and its key may be revoked meanwhile."""
+    connection.scope.pop("cockpit_principal", None)  # type: ignore[misc]
+    return await authenticate(connection)
 
 
 def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:

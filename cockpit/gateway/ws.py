@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
-from cockpit.gateway.security import READERS, requires
+from cockpit.gateway.security import READERS, reauthenticate, requires
 from cockpit.gateway.stream import StreamClient, StreamFilters, StreamHub
 from cockpit.platform.db import utcnow
 
@@ -17,6 +18,30 @@ __all__ = ["stream_socket"]
 
 
 _MAX_SEQ = 2**63 - 1  # the seq column is a BIGINT
+#: how often a connected client's key is checked again (a revoked key loses its stream)
+_RECHECK_SECONDS = 1.0
+#: WebSocket close code "policy violation": the key no longer admits this stream
+_REVOKED = 1008
+
+
+class _Credential:
+    """A connected client's key, checked again at most every ``_RECHECK_SECONDS``
+    before anything is sent or replayed: revoking a key (or lowering its role) ends
+    its streams too, not only its next requests."""
+
+    def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
+        self._socket = socket
+        self._checked = time.monotonic()
+
+    async def valid(self) -> bool:
+        if time.monotonic() - self._checked < _RECHECK_SECONDS:
+            return True
+        principal = await reauthenticate(self._socket)
+        if principal is None or principal.role not in READERS:
+            await self._socket.close(code=_REVOKED, reason="the API key no longer admits this stream")
+            return False
+        self._checked = time.monotonic()
+        return True
 
 
 def _since(raw: Any) -> int | None:
@@ -33,11 +58,17 @@ def _since(raw: Any) -> int | None:
     return value
 
 
-async def _reader(socket: WebSocket[Any, Any, Any], hub: StreamHub, client: StreamClient) -> None:
+async def _reader(socket: WebSocket[Any, Any, Any], hub: StreamHub, client: StreamClient,
+                  credential: _Credential) -> None:
     while True:
         text = await socket.receive_text()
+        if not await credential.valid():
+            return
         try:
-            message = json.loads(text)
+            try:
+                message = json.loads(text)
+            except RecursionError:
+                raise ValueError("the message is nested too deeply") from None
             if not isinstance(message, dict):
                 raise ValueError("a message must be a JSON object")
             kind = message.get("type")
@@ -53,18 +84,24 @@ async def _reader(socket: WebSocket[Any, Any, Any], hub: StreamHub, client: Stre
 
 
 async def _writer(socket: WebSocket[Any, Any, Any], hub: StreamHub, client: StreamClient,
-                  ping_seconds: float) -> None:
+                  ping_seconds: float, credential: _Credential) -> None:
     while True:
         if client.behind and client.queue.empty():
+            if not await credential.valid():
+                return
             await hub.catch_up(client)  # what did not fit in its queue, from the log
             continue
         try:
             generation, envelope = await asyncio.wait_for(client.queue.get(), timeout=ping_seconds)
         except TimeoutError:
+            if not await credential.valid():
+                return
             await socket.send_json({"type": "ping", "seq": client.last_seq, "ts": utcnow().isoformat(), "data": {}})
             continue
         if generation != client.generation or envelope["seq"] <= client.last_seq:
             continue  # queued before a resume (replayed anew), or already sent
+        if not await credential.valid():
+            return
         client.last_seq = envelope["seq"]
         await socket.send_json(envelope)
 
@@ -95,9 +132,10 @@ async def stream_socket(socket: WebSocket[Any, Any, Any]) -> None:
         if since is None:  # live from here: should its queue overflow, the replay starts here
             client.queued_to = max(client.queued_to, position)
         await socket.send_json({"type": "hello", "seq": position, "ts": utcnow().isoformat()})
+        credential = _Credential(socket)
         tasks = [
-            asyncio.create_task(_reader(socket, hub, client)),
-            asyncio.create_task(_writer(socket, hub, client, cockpit.settings.gateway.ws_ping_seconds)),
+            asyncio.create_task(_reader(socket, hub, client, credential)),
+            asyncio.create_task(_writer(socket, hub, client, cockpit.settings.gateway.ws_ping_seconds, credential)),
         ]
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:

@@ -7,6 +7,7 @@ entry in ``EXPECTED`` fails the suite instead of shipping unguarded.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,29 @@ async def test_revocation_takes_effect_at_once(world: World) -> None:
     assert (await h.client.post("/telemetry", json=after, headers={"X-API-Key": token})).status_code == 401
     world.creds["fresh-revoked"] = token
     assert await ws_status(world, "fresh-revoked") == 403
+
+
+async def test_a_revoked_key_loses_its_open_stream(world: World) -> None:
+    """A WebSocket outlives its handshake's check: once its key is revoked, it is sent
+    nothing more (no live event, no replay of the history) and is closed (1008)."""
+    h = world.h
+    key, principal = await h.cockpit.api_keys.create("watcher", Role.VIEWER)
+    url = h.base_url.replace("http://", "ws://") + f"/ws?api_key={key}"
+    async with websockets.connect(url) as ws:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "hello"
+        await h.cockpit.stream.append_many([("verdict.created", "before", {"id": "before", "severity": "LOW"})])
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["data"]["id"] == "before"
+        assert await h.cockpit.api_keys.revoke(principal.id)
+        await asyncio.sleep(1.1)  # past the stream's re-check interval
+        await h.cockpit.stream.append_many([("verdict.created", "after", {"id": "after", "severity": "LOW"})])
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert message["type"] == "ping", message  # never the event published after
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    with pytest.raises(websockets.InvalidStatus) as refused:  # and a new stream is refused at the handshake
+        await websockets.connect(url, open_timeout=10)
+    assert refused.value.response.status_code == 403
 
 
 async def test_secrets_stay_out_of_error_bodies_and_logs(world: World, log_lines: list[str]) -> None:
