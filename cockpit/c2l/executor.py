@@ -11,6 +11,7 @@ per-step ledger makes the re-execution skip what already succeeded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 import uuid
@@ -140,6 +141,7 @@ class CommandExecutor:
         self._stopping = False
         #: confirmations published while a ``confirmed_at`` write runs are marked together
         self._confirmed: GroupCommit[str, None] = GroupCommit(self._mark_confirmed)
+        self._beating: asyncio.Task[None] | None = None
 
     def register(self) -> None:
         """Subscribe to commands, shared between replicas (durable ``c2l-executor``)."""
@@ -314,6 +316,23 @@ class CommandExecutor:
         self._metrics.command_latency.labels(type=row.command_type).observe(
             max((now - row.created_at).total_seconds(), 0.0))
 
+    def start_heartbeats(self, interval: float) -> None:
+        """Write :meth:`heartbeat` every ``interval`` seconds in a task of its own, until
+        :meth:`stop` has let the running commands finish: a recovery pass slowed by a
+        runtime, or a shutdown draining a long TERMINATE, must not let another replica
+        take the command for dead and run it a second time."""
+        if self._beating is None:
+            self._beating = asyncio.create_task(self._beat(interval), name="c2l-heartbeat")
+
+    async def _beat(self, interval: float) -> None:
+        with urgent():  # the kill switch's own writes go first at the embedded writer
+            while True:
+                try:
+                    await self.heartbeat()
+                except Exception:  # noqa: BLE001 - a failed beat must not end the beating
+                    logger.exception("c2l_heartbeat_failed")
+                await asyncio.sleep(interval)
+
     async def heartbeat(self) -> None:
         """Tell other replicas this instance still works on its claimed commands."""
         ids = list(self._inflight)
@@ -342,6 +361,11 @@ class CommandExecutor:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=5)
+        if self._beating is not None:  # nothing runs any more: a stale claim is a dead one
+            self._beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beating
+            self._beating = None
 
 
 def is_final(status: str) -> bool:

@@ -64,6 +64,7 @@ class Recovery:
     async def start(self) -> None:
         """Recover this instance's own leftovers, then loop in the background."""
         await self.reset_executing(own=True)
+        self._executor.start_heartbeats(self.interval)
         self._stopping.clear()
         self._task = asyncio.create_task(self._loop(), name="c2l-recovery")
 
@@ -90,8 +91,8 @@ class Recovery:
                 await asyncio.wait_for(self._stopping.wait(), self.interval)
 
     async def run_once(self) -> dict[str, int]:
-        """One pass of every recovery duty; returns what it did."""
-        await self._executor.heartbeat()
+        """One pass of every recovery duty; returns what it did (the executor writes
+        its heartbeats in a task of its own)."""
         done = {
             "timed_out": await self.timeout_expired(),
             "reset": await self.reset_executing(own=False),
@@ -121,14 +122,11 @@ class Recovery:
         """EXECUTING -> PENDING for dead claims (``own``: this instance's previous life)."""
         me = self._executor.instance_id
         stale_before = utcnow() - timedelta(seconds=self.stale_after)
+        stale = ((CommandRow.heartbeat_at < stale_before)
+                 | (CommandRow.heartbeat_at.is_(None) & (CommandRow.started_at < stale_before)))
         async with self._db.sessions() as session:
             query = select(CommandRow).where(CommandRow.status == CommandStatus.EXECUTING.value)
-            if own:
-                query = query.where(CommandRow.claimed_by == me)
-            else:
-                query = query.where(
-                    (CommandRow.heartbeat_at < stale_before)
-                    | (CommandRow.heartbeat_at.is_(None) & (CommandRow.started_at < stale_before)))
+            query = query.where(CommandRow.claimed_by == me) if own else query.where(stale)
             rows = (await session.scalars(query)).all()
         count = 0
         for row in rows:
@@ -139,7 +137,9 @@ class Recovery:
                     update(CommandRow).where(CommandRow.id == row.id,
                                              CommandRow.status == CommandStatus.EXECUTING.value,
                                              CommandRow.claimed_by == row.claimed_by,
-                                             CommandRow.attempts == row.attempts)
+                                             CommandRow.attempts == row.attempts,
+                                             # a heartbeat written since the read: alive after all
+                                             *(() if own else (stale,)))
                     .values(status=CommandStatus.PENDING.value, claimed_by=None, heartbeat_at=None,
                             dispatched_at=utcnow())
                 )

@@ -244,6 +244,35 @@ async def test_a_command_delivered_while_stopping_is_left_for_a_running_replica(
         assert (await session.get(CommandRow, receipt["command_id"])).claimed_by == "staying"
 
 
+async def test_a_replica_draining_a_long_command_keeps_its_claim(make: Factory, agent_process) -> None:
+    """A replica shutting down lets a TERMINATE in its grace period finish; it keeps
+    writing its heartbeat meanwhile, so a running replica's recovery does not take the
+    command for dead (10 s without a heartbeat) and run it a second time. Before, the
+    heartbeat was the recovery loop's, which stops first."""
+    leaving = await make(instance_id="leaving")
+    proc = agent_process("ignore-term")
+    await agent(leaving, "slow", proc)
+    receipt, _ = await leaving.submit({"command_type": "TERMINATE", "target_agents": ["slow"],
+                                       "parameters": {"grace_seconds": 12}})
+    command_id = receipt["command_id"]
+    for _ in range(100):
+        if (await leaving.c2l.get_command(command_id))["status"] == "EXECUTING":
+            break
+        await asyncio.sleep(0.05)
+    stopping = asyncio.create_task(leaving.c2l.stop())  # drains: the grace period runs on
+    staying = await make(instance_id="staying")  # its recovery looks every 0.1 s
+    await asyncio.sleep(11)
+    during = await staying.c2l.get_command(command_id)
+    assert (during["status"], during["attempts"]) == ("EXECUTING", 1), during
+    await stopping
+    done = await staying.c2l.wait_for_command(command_id, timeout=15)
+    assert (done["status"], done["attempts"]) == ("COMPLETED", 1), done
+    assert not alive(proc.pid)
+    async with staying.db.sessions() as session:
+        assert (await session.get(CommandRow, command_id)).claimed_by == "leaving"
+    assert await staying.count(AuditRow, AuditRow.command_id == command_id, AuditRow.action == "reclaimed") == 0
+
+
 async def _left_executing(h: Harness, command_id: str, target: str, claimed_by: str,
                           heartbeat_age: float) -> None:
     """A TERMINATE that an instance claimed, revoked the token for, then died."""
