@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import uuid
 from collections import Counter, OrderedDict
@@ -33,7 +34,7 @@ from cockpit.events import (
     VerdictDrafted,
     VerdictIssued,
 )
-from cockpit.platform.bus import Channel, EventBus
+from cockpit.platform.bus import Channel, EventBus, PublishFailed
 from cockpit.platform.db import Database, increment, utcnow
 from cockpit.platform.metrics import Metrics
 from cockpit.platform.retry import until_done
@@ -221,6 +222,8 @@ class VerdictEngine:
         self._db = db
         self._bus = bus
         self._metrics = metrics
+        #: status changes still waiting for the broker to announce them
+        self._announcing: set[asyncio.Task[None]] = set()
         # id -> (updated_at, wire dict). Every write sets updated_at (here or in another
         # replica), so a page reads each row's (id, updated_at) and builds only the
         # dicts of rows that changed since: the verdict lists operators poll cost a
@@ -400,9 +403,16 @@ class VerdictEngine:
             await self._add_counts(conn, counts)
         data = to_dict(row)
         self._remember(row.id, row.updated_at, data)
-        await self._bus.publish(
-            Channel.VERDICTS, VerdictIssued(created=False, verdict=data), key=row.fleet_id
-        )
+        event = VerdictIssued(created=False, verdict=data)
+        try:
+            await self._bus.publish(Channel.VERDICTS, event, key=row.fleet_id)
+        except PublishFailed:
+            # Committed: the answer stands; the stream hears of it once the broker is back.
+            task = asyncio.create_task(until_done(
+                functools.partial(self._bus.publish, Channel.VERDICTS, event, key=row.fleet_id),
+                what="verdict_status_announce"))
+            self._announcing.add(task)
+            task.add_done_callback(self._announcing.discard)
         return data
 
     async def get(self, verdict_id: str) -> dict[str, Any]:

@@ -324,3 +324,39 @@ async def test_a_confirmation_survives_cockpit_dying_before_it_could_publish_it(
     events = await replay_all(ws_url, timeout=1.0)
     assert sum(1 for e in events if e["type"] == "command.confirmed"
                and e["data"]["command_id"] == command_id) == 1
+
+
+async def test_a_verdict_dismissed_while_nats_is_down_is_answered_then_announced(
+    cockpit_process: Callable[..., CockpitProcess], postgres_url: str, nats_url: str,
+    service_ctl: Callable[[str, str], str],
+) -> None:
+    """An operator dismisses a verdict while NATS is down: the change is committed, so
+    the answer is 200 with it (it was a 500, and a retry a 409), and the stream's
+    ``verdict.updated`` follows once NATS is back."""
+    from tests.integration.platform.test_ingest_from_brokers import scenario
+
+    cockpit = cockpit_process("verdict-outage", database_url=postgres_url, nats_url=nats_url)
+    key = cockpit.key
+    items, _ = scenario()
+    async with httpx.AsyncClient(base_url=cockpit.base_url, timeout=30) as client:
+        assert (await client.post("/telemetry", json={"messages": items}, headers=headers(key))).status_code == 202
+
+        async def active() -> list[dict[str, Any]]:
+            r = await client.get("/verdicts", params={"status": "ACTIVE", "limit": 100}, headers=headers(key))
+            return r.json()["items"]  # type: ignore[no-any-return]
+        verdict = (await eventually(active, 30, "verdicts from the scenario"))[0]
+
+        async with StreamWatcher(f"{cockpit.ws_base}?api_key={key}") as watcher:
+            await _nats(service_ctl, "kill")
+            r = await client.patch(f"/verdicts/{verdict['id']}", json={"status": "DISMISSED"}, headers=headers(key))
+            assert r.status_code == 200, r.text
+            assert r.json()["status"] == "DISMISSED"
+            stored = await client.get(f"/verdicts/{verdict['id']}", headers=headers(key))
+            assert stored.json()["status"] == "DISMISSED"
+            await _nats(service_ctl, "start")
+            await _healthy(client)
+
+            async def announced() -> bool:
+                return any(e["type"] == "verdict.updated" and e["data"]["id"] == verdict["id"]
+                           and e["data"]["status"] == "DISMISSED" for e in watcher.events)
+            await eventually(announced, 30, "verdict.updated DISMISSED on the stream")
