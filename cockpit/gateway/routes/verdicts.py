@@ -130,7 +130,7 @@ async def patch_verdict(request: Request[Any, Any, Any], verdict_id: FromPath[st
         raise HTTPException(status_code=409, detail=str(exc)) from None
 
 
-@get("/alliances/graph", guards=[requires(READERS)], responses=errors(*GUARDED),
+@get("/alliances/graph", guards=[requires(READERS)], responses=errors(*GUARDED, 422),
      summary="Alliance graph", tags=["verdicts"])
 async def alliance_graph(
     request: Request[Any, Any, Any], fleet_id: Annotated[str | None, QueryParameter(max_length=200)] = None
