@@ -20,6 +20,7 @@ There is deliberately no API to edit or delete rows.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import json
@@ -187,6 +188,9 @@ class AuditLog:
         # to every replica, so concurrent appends never fork the chain.
         self._group: GroupCommit[tuple[AuditEntry, dict[str, Any]], dict[str, Any]] = GroupCommit(
             self._write_group, limit=_GROUP_LIMIT)
+        #: the walk of the chain against the anchor file in progress: callers meanwhile
+        #: share it (any reader may ask; one walk at a time is what it costs)
+        self._verifying: asyncio.Task[dict[str, Any]] | None = None
 
     async def append(self, entry: AuditEntry) -> dict[str, Any]:
         """Append one row to the chain and return it (once committed).
@@ -276,10 +280,20 @@ class AuditLog:
         "anchors"}``; ``reason`` says what is wrong with the first broken row
         (altered, deleted before it, reordered, cut from the tail, rewritten),
         ``head`` is the last row's hash and ``anchors`` how many were checked.
+        Callers asking for the default check while one runs get its report (rows
+        appended after it started may not be in it; the next check has them).
         """
+        if anchors is not None:
+            return await self._verify(anchors)
+        if self._verifying is None or self._verifying.done():
+            self._verifying = asyncio.create_task(self._verify(None))
+        return await asyncio.shield(self._verifying)
+
+    async def _verify(self, anchors: Mapping[int, str] | None) -> dict[str, Any]:
         if anchors is None:
             try:
-                anchors = self.anchors()
+                # Off the loop: the file gains a line per audit row.
+                anchors = await asyncio.to_thread(self.anchors)
             except AnchorConflict as exc:
                 return _broken(0, exc.row_id, str(exc))
             except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -319,6 +333,7 @@ class AuditLog:
                         matched.add(row.id)
                     expected_prev = row.row_hash
                     after = row.id
+                await asyncio.sleep(0)  # a batch's hashing done: let the loop serve others
         missing = anchors.keys() - matched
         if missing and max(missing) > after:
             return _broken(count, min(i for i in missing if i > after), f"anchored row is missing: "

@@ -4,6 +4,7 @@ verify`` CLI, on SQLite and PostgreSQL, and the restored chain verifies again.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -140,3 +141,19 @@ async def test_a_missing_or_bad_anchor_is_a_clear_error(tmp_path: Path) -> None:
     assert code == 2 and "no anchor file at" in out and "Traceback" not in out, out
     code, out = verify(env, "--anchor", "12:not-a-hash")
     assert code == 2 and "not an audit anchor" in out and "Traceback" not in out, out
+
+
+async def test_readers_asking_together_share_one_walk_of_the_chain(tmp_path: Path) -> None:
+    """``GET /audits/verify`` is open to every reader and walks the whole chain: those
+    asking while a walk runs share its report instead of starting one each."""
+    settings = load_settings(data_dir=tmp_path)
+    await fill_audit(settings)
+    async for h in make_harness(settings):
+        answers = await asyncio.gather(*(h.client.get("/audits/verify", headers=h.headers("VIEWER"))
+                                         for _ in range(8)))
+        reports = [a.json() for a in answers]
+        assert all(a.status_code == 200 for a in answers) and all(r["ok"] for r in reports)
+        assert len({r["head_id"] for r in reports}) == 1 and reports[0]["rows"] > 0
+        shared = await asyncio.gather(h.cockpit.c2l.verify_audit(), h.cockpit.c2l.verify_audit())
+        assert shared[0] is shared[1]  # one walk, one report
+        assert (await h.cockpit.c2l.verify_audit()) is not shared[0]  # the next asks anew
