@@ -61,7 +61,7 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
 async def reauthenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
     """The connection's principal looked up again, as on a new request: a WebSocket
     outlives the check its handshake passed, and its key may be revoked meanwhile."""
-    connection.scope.pop("cockpit_principal", None)  # type: ignore[misc]
+    connection.scope.pop("cockpit_principal", None)  # type: ignore[typeddict-item]
     return await authenticate(connection)
 
 
