@@ -33,6 +33,7 @@ from cockpit.c2l.models import AgentRow, CommandRow
 from cockpit.c2l.registry import AgentRegistry
 from cockpit.c2l.runtimes.ref import RuntimeKind, RuntimeRef
 from cockpit.events import CommandStatus
+from cockpit.platform.bus import PublishFailed
 from cockpit.platform.db import Database, urgent, utcnow
 
 __all__ = ["REDISPATCH_AFTER_SECONDS", "Recovery"]
@@ -60,6 +61,8 @@ class Recovery:
         self.stale_after = max(5 * interval_seconds, 10.0)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: agents whose unfreeze failed and was audited once; retried every pass
+        self._unfreeze_failing: set[str] = set()
 
     async def start(self) -> None:
         """Recover this instance's own leftovers, then loop in the background."""
@@ -98,6 +101,7 @@ class Recovery:
             "reset": await self.reset_executing(own=False),
             "redispatched": await self.redispatch_pending(),
             "unmuted": await self.expire_mutes(),
+            "unfrozen": await self.unfreeze_lifted(),
             "confirmed": await self._executor.retry_confirmations(),
         }
         if any(done.values()):
@@ -184,17 +188,31 @@ class Recovery:
             if not await self._registry.unmute_if_expired(row.id, now):
                 continue
             count += 1
-            sent = await self._directives.send(row.id, "unmute", {"reason": "mute expired"})
+            verification: dict[str, Any] = {"status": "ACTIVE"}
+            try:
+                verification["directive_seq"] = (await self._directives.send(
+                    row.id, "unmute", {"reason": "mute expired"}))["seq"]
+            except PublishFailed as exc:  # stored, not pushed: the agent's next poll has it
+                verification["directive_pushed"] = False
+                logger.warning("unmute_directive_not_pushed", agent_id=row.id, error=str(exc))
             await self._audit.append(AuditEntry(
                 "software", "unmute", True,
-                {"verification": {"status": "ACTIVE", "directive_seq": sent["seq"]},
+                {"verification": verification,
                  "muted_until": row.muted_until.isoformat() if row.muted_until else None},
                 agent_id=row.id, operator=_SYSTEM))
             if row.frozen:
                 await self._unfreeze(row)
         return count
 
-    async def _unfreeze(self, row: AgentRow) -> None:
+    async def unfreeze_lifted(self) -> int:
+        """Unfreeze agents whose mute was lifted while they stayed frozen (an unfreeze
+        that failed, retried each pass until the runtime answers); how many were."""
+        count = 0
+        for row in await self._registry.frozen_but_active():
+            count += await self._unfreeze(row)
+        return count
+
+    async def _unfreeze(self, row: AgentRow) -> bool:
         ref = RuntimeRef.from_dict(row.runtime)
         details: dict[str, Any]
         if ref.kind is RuntimeKind.EXTERNAL:
@@ -207,5 +225,11 @@ class Recovery:
                 success, details = False, {"reason": str(exc)}
         if success:
             await self._registry.set_frozen(row.id, False)
+            self._unfreeze_failing.discard(row.id)
+        elif row.id in self._unfreeze_failing:
+            return False  # audited at its first failure; retried each pass, quietly
+        else:
+            self._unfreeze_failing.add(row.id)
         await self._audit.append(AuditEntry("container", "unfreeze", success, details,
                                             agent_id=row.id, operator=_SYSTEM))
+        return success

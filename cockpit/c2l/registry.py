@@ -368,6 +368,14 @@ class AgentRegistry:
                 AgentRow.status == "MUTED", AgentRow.muted_until <= now,
             ))).all())
 
+    async def frozen_but_active(self) -> list[AgentRow]:
+        """ACTIVE agents still frozen: their mute was lifted but the unfreeze failed (the
+        runtime could not be reached), or a MUTE re-run after its expiry froze them."""
+        async with self._db.sessions() as session:
+            return list((await session.scalars(select(AgentRow).where(
+                AgentRow.status == "ACTIVE", AgentRow.frozen.is_(True),
+            ))).all())
+
     async def unmute_if_expired(self, agent_id: str, now: datetime) -> bool:
         """MUTED -> ACTIVE when the mute has expired; True for the one caller (of all
         replicas) that made the change."""

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import signal
 import subprocess
 import time
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from cockpit.c2l.killswitch import EXTERNAL_TERMINATE_NOTE
-from cockpit.c2l.models import SnapshotRow
+from cockpit.c2l.models import AgentRow, SnapshotRow
 from tests.integration.c2l.conftest import Factory, Harness
 from tests.processes import alive
 
@@ -140,6 +142,30 @@ async def test_mute_freezes_then_expires(harness: Harness, agent_process) -> Non
     audit, _ = await harness.c2l.query_audit(agent_id="chatty")
     assert {(r["layer"], r["action"], r["success"]) for r in audit} >= {
         ("software", "unmute", True), ("container", "unfreeze", True)}
+
+
+async def test_an_active_agent_left_frozen_is_unfrozen_by_recovery(harness: Harness, agent_process) -> None:
+    """A mute lifted while its unfreeze failed (the runtime could not be reached), or a
+    MUTE re-run after its expiry, leaves an ACTIVE agent frozen: each recovery pass
+    tries again, and a failure is audited once, not on every pass. Before, nothing
+    retried: the agent stayed paused for good."""
+    proc = agent_process()
+    await register(harness, "stuck", proc)
+    await harness.c2l.register_agent({"agent_id": "boxed", "name": "boxed",
+                                      "runtime": {"kind": "docker", "container": "c1"}})  # no engine here
+    os.kill(proc.pid, signal.SIGSTOP)  # as the re-run's freeze left it
+    async with harness.db.sessions.begin() as session:
+        await session.execute(update(AgentRow).where(AgentRow.id.in_(["stuck", "boxed"])).values(frozen=True))
+
+    deadline = time.monotonic() + 10
+    while (await harness.c2l.get_agent("stuck"))["frozen"] and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert (await harness.c2l.get_agent("stuck"))["frozen"] is False and proc_state(proc.pid) != "T"
+    await asyncio.sleep(0.5)  # several more passes (one every 0.1 s)
+    assert (await harness.c2l.get_agent("boxed"))["frozen"] is True
+    audit, _ = await harness.c2l.query_audit(layer="container")
+    unfreezes = [(r["agent_id"], r["success"]) for r in audit if r["action"] == "unfreeze"]
+    assert sorted(unfreezes) == [("boxed", False), ("stuck", True)]
 
 
 async def test_snapshot_stores_state_with_its_sha256(harness: Harness, agent_process) -> None:
