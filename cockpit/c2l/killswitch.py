@@ -358,25 +358,30 @@ class _Run:
         ]
 
     async def blast_radius(self) -> list[list[AgentRow]]:
-        """The targets then each generation of descendants (each agent once)."""
+        """The targets then each generation of descendants (each agent once), every
+        agent after all of its ancestors in the set, listed or not: a parent listed
+        after its child still goes down first (a supervisor could respawn the child)."""
         cascade = self.params.get("cascade", True) is not False
-        seen: set[str] = set()
-        generations: list[list[AgentRow]] = [[]]
+        listed = set(self.spec.target_agents)
+        rows: dict[str, AgentRow] = {}
+        depth: dict[str, int] = {}
         for agent_id in self.spec.target_agents:
             try:
                 root = await self.ks._registry.row(agent_id)
             except LookupError as exc:
                 self.done(agent_id, False, "UNKNOWN", str(exc))
                 continue
-            if root.id not in seen:
-                seen.add(root.id)
-                generations[0].append(root)
-            for row, depth in (await self.ks._registry.descendants(root.id) if cascade else []):
-                if row.id not in seen:
-                    seen.add(row.id)
-                    while len(generations) <= depth:
-                        generations.append([])
-                    generations[depth].append(row)
+            rows.setdefault(root.id, root)
+            depth.setdefault(root.id, 0)
+            for row, below in await self.ks._registry.descendants(root.id):
+                if cascade or row.id in listed:
+                    rows.setdefault(row.id, row)
+                    depth[row.id] = max(depth.get(row.id, 0), below)
+        generations: list[list[AgentRow]] = []
+        for agent_id, row in rows.items():
+            while len(generations) <= depth[agent_id]:
+                generations.append([])
+            generations[depth[agent_id]].append(row)
         return [g for g in generations if g]
 
     async def take_down(self, row: AgentRow, grace: float, depth: int) -> None:

@@ -34,6 +34,8 @@ __all__ = [
 
 AGENT_STATUSES = ("ACTIVE", "MUTED", "REVOKED", "ISOLATED", "TERMINATED")
 _RANK = {status: rank for rank, status in enumerate(AGENT_STATUSES)}
+#: how deep agents nest under a root: registration refuses deeper, so a cascade's
+#: walk down (bounded by it against a tampered table's cycles) reaches every one
 _MAX_TREE_DEPTH = 64
 # Core statements built once: every agent request and every command read agents.
 _AGENTS = AgentRow.__table__
@@ -107,6 +109,18 @@ def _runtime_ref(runtime: Any) -> RuntimeRef:
             raise InvalidAgent(f"no process with pid {ref.pid} on this host")
         ref = pinned
     return ref
+
+
+async def _depth(session: Any, agent_id: str) -> int:
+    """How many ancestors ``agent_id`` has (its depth below its root), counted up to
+    one past the limit."""
+    depth, current = 0, agent_id
+    while depth <= _MAX_TREE_DEPTH:
+        current = await session.scalar(select(AgentRow.parent_id).where(AgentRow.id == current))
+        if current is None:
+            return depth
+        depth += 1
+    return depth
 
 
 def _target_name(ref: RuntimeRef) -> str:
@@ -195,6 +209,9 @@ class AgentRegistry:
                 # exist, so the spawn tree cannot acquire a cycle.
                 if parent_id is not None and await session.get(AgentRow, parent_id) is None:
                     raise InvalidAgent(f"unknown parent_id {parent_id!r}")
+                if parent_id is not None and await _depth(session, parent_id) >= _MAX_TREE_DEPTH:
+                    raise InvalidAgent(f"agents nest at most {_MAX_TREE_DEPTH} deep under a root; "
+                                       f"{parent_id!r} is that deep already")
                 session.add(row)
         except IntegrityError as exc:  # a concurrent registration of the same id
             raise AgentExists(f"agent {agent_id!r} is already registered") from exc

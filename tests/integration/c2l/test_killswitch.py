@@ -12,6 +12,7 @@ import time
 import pytest
 from sqlalchemy import select, update
 
+from cockpit.c2l import InvalidAgent
 from cockpit.c2l.killswitch import EXTERNAL_TERMINATE_NOTE
 from cockpit.c2l.models import AgentRow, SnapshotRow
 from tests.integration.c2l.conftest import Factory, Harness
@@ -89,6 +90,34 @@ async def test_terminate_takes_down_the_whole_spawn_tree(harness: Harness, agent
         await asyncio.sleep(0.01)
     assert harness.confirmations[-1].status == "COMPLETED"
     assert harness.confirmations[-1].operator == "alice"
+
+
+async def test_a_parent_listed_after_its_child_still_goes_down_first(harness: Harness, agent_process) -> None:
+    """Targets named in any order are taken down parents first (a supervisor could
+    respawn a child stopped before it), with or without the cascade."""
+    for cascade in (True, False):
+        parent, child = agent_process(), agent_process()
+        await register(harness, f"sup-{cascade}", parent)
+        await register(harness, f"kid-{cascade}", child, parent=f"sup-{cascade}")
+        command = await run(harness, "TERMINATE", [f"kid-{cascade}", f"sup-{cascade}"], cascade=cascade)
+        assert command["status"] == "COMPLETED", command["result"]
+        agents = command["result"]["agents"]
+        assert (agents[f"sup-{cascade}"]["depth"], agents[f"kid-{cascade}"]["depth"]) == (0, 1)
+        assert not alive(parent.pid) and not alive(child.pid)
+
+
+async def test_agents_nest_at_most_64_deep(harness: Harness) -> None:
+    """The cascade walks 64 generations down (its guard against a tampered table's
+    cycles): registration refuses an agent deeper, instead of a TERMINATE that would
+    miss it."""
+    parent = None
+    for depth in range(65):
+        await register(harness, f"n{depth}", None, parent=parent)
+        parent = f"n{depth}"
+    with pytest.raises(InvalidAgent, match="at most 64 deep"):
+        await register(harness, "n65", None, parent="n64")
+    tree = await harness.c2l.agent_tree("n0")
+    assert max(x["depth"] for x in tree["descendants"]) == 64
 
 
 async def test_terminate_without_cascade_spares_the_children(harness: Harness, agent_process) -> None:
