@@ -153,10 +153,18 @@ class AgentRegistry:
         # Tokens are forgotten by the writes that can change their use; the MUTED set
         # follows this replica's status changes (``_status_changed``).
         self._tokens: TtlCache[str, tuple[str, str, bool]] = TtlCache(cache_seconds)
+        #: token changes this replica wrote (a read of a token that one raced is not cached)
+        self._token_writes = 0
         self._mutes: TtlCache[str, dict[str, datetime]] = TtlCache(cache_seconds)
         #: status changes this replica wrote (a read of the MUTED set that one raced
         #: is not cached)
         self._status_writes = 0
+
+    def _forget_tokens(self) -> None:
+        """A token's use changed here: drop what is cached, and what a read under way
+        would cache (it may have read the row before the change)."""
+        self._token_writes += 1
+        self._tokens.clear()
 
     def _status_changed(self, agent_id: str, status: str, muted_until: datetime | None) -> None:
         """Apply a status change this replica wrote to the cached MUTED set, instead
@@ -215,7 +223,7 @@ class AgentRegistry:
                 session.add(row)
         except IntegrityError as exc:  # a concurrent registration of the same id
             raise AgentExists(f"agent {agent_id!r} is already registered") from exc
-        self._tokens.clear()
+        self._forget_tokens()
         return {**to_dict(row), "token": token}
 
     async def get(self, agent_id: str) -> dict[str, Any]:
@@ -299,11 +307,13 @@ class AgentRegistry:
         digest = hash_secret(token)
         cached = self._tokens.get(digest)
         if cached is TtlCache.MISSING:
+            writes = self._token_writes
             async with self._db.reader.connect() as conn:  # Core: on every agent request
                 row = (await conn.execute(_BY_TOKEN, {"digest": digest})).first()
             cached = ((row.id, row.fleet_id, row.token_revoked_at is None and row.status != "TERMINATED")
                       if row else ("", "", False))
-            self._tokens.put(digest, cached)
+            if writes == self._token_writes:  # else the read may predate a revocation
+                self._tokens.put(digest, cached)
         agent_id, fleet_id, usable = cached
         if not agent_id or not (usable or include_revoked):
             return None
@@ -348,7 +358,7 @@ class AgentRegistry:
             raise AgentNotFound(f"agent {agent_id!r} not found")
         # A token stops working when its agent is TERMINATED or it is revoked.
         if status == "TERMINATED" or "token_revoked_at" in values:
-            self._tokens.clear()
+            self._forget_tokens()
         self._status_changed(row.id, row.status, row.muted_until)
         return row  # type: ignore[return-value]
 
@@ -359,7 +369,7 @@ class AgentRegistry:
                 update(AgentRow).where(AgentRow.id == agent_id, AgentRow.token_revoked_at.is_(None))
                 .values(token_revoked_at=utcnow(), updated_at=utcnow())
             )
-        self._tokens.clear()
+        self._forget_tokens()
         return await self.row(agent_id)
 
     async def set_frozen(self, agent_id: str, frozen: bool) -> None:

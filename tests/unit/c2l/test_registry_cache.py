@@ -1,11 +1,14 @@
-"""The registry's cached set of MUTED agents (read by every telemetry request) follows
-this replica's status changes at once, however long it is cached."""
+"""The registry's cached set of MUTED agents and its cached tokens (read by every
+telemetry request) follow this replica's changes at once, however long they are cached."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -43,3 +46,30 @@ async def test_the_cached_mutes_follow_this_replicas_changes(db: Database) -> No
     await registry.raise_status("c", "MUTED", muted_until=utcnow() - timedelta(seconds=1))
     assert await registry.muted(["c"]) == set()
 
+
+
+async def test_a_token_read_racing_its_revocation_is_not_cached(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read of a token that started before this replica revoked it must not put the
+    token back into the cache as usable (for ``cache_seconds``): the revocation holds
+    at once on the replica that made it."""
+    registry = AgentRegistry(db, cache_seconds=3600)
+    token = (await registry.register({"agent_id": "a", "name": "a"}))["token"]
+    read, go_on = asyncio.Event(), asyncio.Event()
+    reader = db.reader
+
+    class PausedReader:  # the read done, its caching not yet: where the revocation lands
+        @contextlib.asynccontextmanager
+        async def connect(self) -> AsyncIterator[Any]:
+            async with reader.connect() as conn:
+                yield conn
+            read.set()
+            await go_on.wait()
+
+    monkeypatch.setattr(db, "reader", PausedReader())
+    racing = asyncio.create_task(registry.identify(token))
+    await read.wait()
+    monkeypatch.setattr(db, "reader", reader)
+    await registry.revoke_token("a")
+    go_on.set()
+    assert await racing == ("a", "default")  # it read the row before the revocation
+    assert await registry.identify(token) is None
