@@ -299,13 +299,16 @@ class CommandService:
         async with self._db.sessions.begin() as session:
             result = await session.execute(
                 update(CommandRow).where(CommandRow.id == command_id,
-                                         CommandRow.status == CommandStatus.PENDING_APPROVAL)
+                                         CommandRow.status == CommandStatus.PENDING_APPROVAL,
+                                         # its approval window: past it, recovery times it out
+                                         CommandRow.deadline > now)
                 .values(status=CommandStatus.PENDING.value, approved_by=operator, dispatched_at=now,
                         deadline=now + timedelta(seconds=self._settings.command_deadline_seconds))
             )
         if not result.rowcount:
-            raise ApprovalRefused(f"command {command_id} is no longer awaiting approval",
-                                  not_pending=True)
+            late = row.deadline is not None and row.deadline <= now
+            raise ApprovalRefused(f"command {command_id} is no longer awaiting approval"
+                                  + (" (its approval window closed)" if late else ""), not_pending=True)
         await self._audit.append(AuditEntry("authorization", "command_approved", True,
                                             {"requested_by": row.operator}, command_id=command_id,
                                             operator=operator))

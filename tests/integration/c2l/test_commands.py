@@ -192,6 +192,24 @@ async def test_two_person_rule_for_terminate(make: Factory, agent_process) -> No
     assert other["status"] == "PENDING"
 
 
+async def test_an_approval_after_the_window_closed_is_refused(make: Factory, agent_process) -> None:
+    """A TERMINATE awaiting a second operator past its deadline is refused, not run:
+    the approval races the recovery's timeout and loses whichever comes first."""
+    h = await make(two_person_terminate=True)
+    proc = agent_process()
+    await agent(h, "a1", proc)
+    receipt, _ = await h.submit({"command_type": "TERMINATE", "target_agents": ["a1"]})
+    async with h.db.sessions.begin() as session:
+        await session.execute(update(CommandRow).where(CommandRow.id == receipt["command_id"])
+                              .values(deadline=utcnow() - timedelta(seconds=1)))
+    with pytest.raises(ApprovalRefused) as info:
+        await h.c2l.approve_command(receipt["command_id"], "bob")
+    assert info.value.not_pending
+    done = await h.c2l.wait_for_command(receipt["command_id"], timeout=10)
+    assert done["status"] == "TIMEOUT" and done["approved_by"] is None
+    assert alive(proc.pid)
+
+
 async def test_a_command_never_started_times_out(make: Factory) -> None:
     h = await make()
     await agent(h, "a1")
