@@ -149,9 +149,11 @@ class FakeKubernetesAPI:
         logs: dict[str, list[str]] | None = None,
         terminating_gets: int = 0,
         kubelet_responsive: bool = True,
+        owner: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Create a Running pod; returns its object."""
-        obj = {
+        """Create a Running pod (``owner``: the (kind, name) of the controller that
+        manages it, as ``metadata.ownerReferences`` names it); returns its object."""
+        obj: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
@@ -169,6 +171,11 @@ class FakeKubernetesAPI:
             },
             "status": {"phase": "Running", "podIP": "10.244.0.7", "startTime": _now()},
         }
+        if owner is not None:
+            obj["metadata"]["ownerReferences"] = [{
+                "apiVersion": "apps/v1", "kind": owner[0], "name": owner[1], "uid": str(uuid.uuid4()),
+                "controller": True, "blockOwnerDeletion": True,
+            }]
         with self._state.lock:
             self._state.pods[(namespace, name)] = _Pod(
                 obj, dict(logs or {}), terminating_gets, kubelet_responsive

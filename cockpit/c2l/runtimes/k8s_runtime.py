@@ -26,6 +26,10 @@ Caveats, stated so the audit trail is not over-read:
 * Force kill deletes with gracePeriodSeconds=0, which removes the pod object at
   once; the kubelet then kills the containers when it observes the deletion.
 * Pods cannot be frozen: the Kubernetes API has no pause.
+* A pod that a controller manages (a ReplicaSet of a Deployment, a StatefulSet, a
+  Job) is deleted and verified gone by name, and its controller starts a replacement
+  under another name: the layer's details name the controller (``controllers``) so
+  the operator knows to scale it down; Cockpit does not change controllers.
 """
 
 from __future__ import annotations
@@ -191,6 +195,12 @@ class KubernetesRuntime(Runtime):
         options = delete_options(grace_seconds)
         grace = options.grace_period_seconds or 0
         details: dict[str, Any] = {"grace_period_seconds": options.grace_period_seconds}
+        pod = self._get_pod(ref)
+        controllers = [f"{o.kind}/{o.name}" for o in (_meta(pod).owner_references or []) if o.controller] if pod else []
+        if controllers:
+            details["controllers"] = controllers
+            details["note"] = (f"managed by {', '.join(controllers)}: a replacement pod may start under "
+                               "another name; scale the controller down to stop the workload")
         with translated():
             try:
                 self._core().delete_namespaced_pod(

@@ -36,8 +36,9 @@ async def test_graceful_delete_waits_for_the_pod_to_vanish(
     delete = next(r for r in k8s_api.requests if r.method == "DELETE")
     assert delete.path == POD_PATH
     assert delete.body == {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 7}
-    # DELETE, two GETs that still see the terminating pod, then the 404.
-    assert _calls(k8s_api) == [("DELETE", POD_PATH)] + [("GET", POD_PATH)] * 3
+    # A GET for its controller, the DELETE, two GETs that still see the terminating
+    # pod, then the 404.
+    assert _calls(k8s_api) == [("GET", POD_PATH), ("DELETE", POD_PATH)] + [("GET", POD_PATH)] * 3
     assert all(r.headers["authorization"] == "Bearer test-token" for r in k8s_api.requests)
 
 
@@ -200,3 +201,18 @@ async def test_the_pod_cockpit_runs_in_is_never_deleted_or_quarantined(
         assert (await runtime.force_kill(RuntimeRef.kubernetes(NS, "agent-17"))).success
     finally:
         runtime.close()
+
+
+async def test_a_controller_managed_pod_is_deleted_and_its_controller_named(
+    k8s_api: FakeKubernetesAPI, k8s_runtime: KubernetesRuntime
+) -> None:
+    """The pod is gone by name, but its ReplicaSet would start another: the result says
+    so, naming the controller, rather than reading as the workload stopped."""
+    k8s_api.add_pod(NS, "agent-17-7d9f-x2", LABELS, owner=("ReplicaSet", "agent-17-7d9f"))
+    result = await k8s_runtime.force_kill(RuntimeRef.kubernetes(NS, "agent-17-7d9f-x2"))
+    assert result.success
+    assert result.details["controllers"] == ["ReplicaSet/agent-17-7d9f"]
+    assert "scale the controller down" in result.details["note"]
+    k8s_api.add_pod(NS, "loner", LABELS)
+    alone = await k8s_runtime.force_kill(RuntimeRef.kubernetes(NS, "loner"))
+    assert alone.success and "controllers" not in alone.details
