@@ -32,15 +32,20 @@ class _Credential:
     def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
         self._socket = socket
         self._checked = time.monotonic()
+        self._revoked = False
 
     async def valid(self) -> bool:
+        if self._revoked:
+            return False
         if time.monotonic() - self._checked < _RECHECK_SECONDS:
             return True
+        self._checked = time.monotonic()  # the reader and the writer: one check at a time
         principal = await reauthenticate(self._socket)
         if principal is None or principal.role not in READERS:
-            await self._socket.close(code=_REVOKED, reason="the API key no longer admits this stream")
+            if not self._revoked:  # closed once, by whichever of the two saw it first
+                self._revoked = True
+                await self._socket.close(code=_REVOKED, reason="the API key no longer admits this stream")
             return False
-        self._checked = time.monotonic()
         return True
 
 
