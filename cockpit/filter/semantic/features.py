@@ -86,7 +86,7 @@ def shape_features(texts: Sequence[str], batch: TokenBatch) -> np.ndarray:
 def _number(value: Any) -> float | None:
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int past a float's range
         return None
     return number if math.isfinite(number) else None
 

@@ -355,3 +355,17 @@ async def test_span_values_of_unexpected_shapes_reject_their_span_only(embedded:
     stored = await h.cockpit.filter.store.messages([f"otlp-t-{s['spanId']}" for s in spans])
     # A messages string that is not JSON (nested past parsing) is the text itself.
     assert sorted(m["message_id"] for m in stored) == ["otlp-t-deep", "otlp-t-good"]
+
+
+async def test_a_number_past_a_floats_range_in_attributes_is_context_ignored(embedded: Harness) -> None:
+    """A 400-digit ``game_score_delta`` is valid JSON and valid telemetry; the scorer
+    reads it as no context, and the request (and those committed with it) succeed.
+    Before, it failed the whole group commit: unrelated agents' requests got a 500."""
+    h = embedded
+    big = {"message_id": "huge-number", "source_agent_id": "a", "content": "hello",
+           "attributes": {"game_score_delta": 10**400}}
+    others = [{"message_id": f"other-{n}", "source_agent_id": f"b{n}", "content": "hi"} for n in range(5)]
+    answers = await asyncio.gather(*(h.client.post("/telemetry", json=m, headers=h.headers()) for m in [big, *others]))
+    assert [clean(a).status_code for a in answers] == [202] * 6
+    stored = await h.cockpit.filter.store.messages(["huge-number"])
+    assert stored[0]["attributes"] == {"game_score_delta": 10**400}
