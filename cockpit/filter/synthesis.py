@@ -110,8 +110,18 @@ def _names(agents: tuple[str, ...]) -> str:
     return f"{', '.join(agents[:-1])} and {agents[-1]}"
 
 
+#: the verdicts table's title column: longer titles (agent ids of 200 characters) end
+#: in an ellipsis rather than fail the engine's whole batch on PostgreSQL
+TITLE_MAX = 500
+
+
 def title_for(finding: Finding) -> str:
-    """A one-line, human title for the situation."""
+    """A one-line, human title for the situation (at most ``TITLE_MAX`` characters)."""
+    title = _title(finding)
+    return title if len(title) <= TITLE_MAX else title[:TITLE_MAX - 1] + "\u2026"
+
+
+def _title(finding: Finding) -> str:
     agents = finding.agents_involved
     target = finding.target
     match finding.category:

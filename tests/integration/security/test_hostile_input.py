@@ -357,6 +357,29 @@ async def test_span_values_of_unexpected_shapes_reject_their_span_only(embedded:
     assert sorted(m["message_id"] for m in stored) == ["otlp-t-deep", "otlp-t-good"]
 
 
+async def test_the_longest_agent_ids_still_produce_verdicts(harness: Harness) -> None:
+    """Agent ids of 200 characters (the limit) make a collusion title of over 600:
+    the title ends in an ellipsis at 500 (the column), instead of PostgreSQL refusing
+    the engine's whole batch, every fleet's drafts in it lost."""
+    from tests.integration.gateway.test_scenario import scenario
+
+    h = harness
+    items, _ = scenario()
+    body = json.dumps({"messages": items})
+    for name in ("alpha", "bravo", "charlie"):
+        body = body.replace(name, name + "x" * (200 - len(name)))
+    r = clean(await h.client.post("/telemetry", content=body, headers={**h.headers(), "content-type": "application/json"}))
+    assert r.status_code == 202, r.text
+    await h.settle()
+    for _ in range(100):
+        verdicts = (await h.client.get("/verdicts", params={"category": "COLLUSION"}, headers=h.headers("VIEWER"))).json()
+        if verdicts["items"]:
+            break
+        await asyncio.sleep(0.1)
+    title = verdicts["items"][0]["title"]
+    assert len(title) == 500 and title.endswith("\u2026") and title.startswith("alphax")
+
+
 async def test_a_number_past_a_floats_range_in_attributes_is_context_ignored(embedded: Harness) -> None:
     """A 400-digit ``game_score_delta`` is valid JSON and valid telemetry; the scorer
     reads it as no context, and the request (and those committed with it) succeed.
