@@ -340,11 +340,13 @@ class NarrativeFilter:
         started = time.perf_counter()
         messages = list(event.messages)
         try:
-            if event.analysis is not None and len(event.analysis) == len(messages):
+            # Layer 1 results and messages by id come from ingestion's own events only:
+            # agents publishing on the topic (unstored) cannot supply their own scores.
+            if event.stored and event.analysis is not None and len(event.analysis) == len(messages):
                 analysis = list(event.analysis)
             else:
                 analysis = self.analyse_messages(messages)
-            if event.stored_ids:  # too large for the broker: read back, with their Layer 1 results
+            if event.stored and event.stored_ids:  # too large for the broker: read back, with their Layer 1 results
                 rows = await self.store.rows(event.stored_ids)
                 messages += [telemetry_from_row(row) for row in rows]
                 analysis += [_stored_analysis(row) for row in rows]

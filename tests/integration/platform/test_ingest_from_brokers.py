@@ -176,3 +176,38 @@ async def test_a_malformed_message_on_the_topic_holds_nothing_back(
         rejected = next(line for line in metrics.splitlines()
                         if line.startswith("cockpit_bus_events_rejected_total") and 'channel="telemetry"' in line)
         assert float(rejected.split()[-1]) == len(bad)
+
+
+@pytest.mark.nats
+async def test_an_agent_on_the_topic_cannot_supply_its_own_scores(
+    request: pytest.FixtureRequest, tmp_path: Path, nats_url: str
+) -> None:
+    """Raw telemetry on the topic arrives unstored; Layer 1 results or by-id messages
+    in such an envelope are the agent's word, not ingestion's: they are ignored and the
+    messages scored here. Before, an agent could file a deception score of 0, or an
+    intent no code knows (the batch then claimed and never analysed)."""
+    import nats
+
+    settings = settings_for("sqlite", tmp_path, request, nats_url=nats_url)
+    async for h in make_harness(settings):
+        run = uuid.uuid4().hex[:8]
+        lie = {"message_id": f"{run}-lie", "source_agent_id": "mallory", "fleet_id": "forged",
+               "target_agent_ids": ["victim"], "content": "I will support you, trust me, I never lie"}
+        envelope = {"fleet_id": "forged", "stored": False, "messages": [lie], "stored_ids": [f"{run}-ghost"],
+                    "analysis": [{"intent": "x", "intent_confidence": 1.0, "deception_score": 0.0}]}
+        client = await nats.connect(nats_url)
+        try:
+            await client.jetstream().publish("cockpit.telemetry.forged", json.dumps(envelope).encode())
+        finally:
+            await client.drain()
+        for _ in range(100):
+            stored = await h.cockpit.filter.store.messages([lie["message_id"]])
+            if stored and stored[0]["intent"] is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert stored[0]["intent"] in {"COOPERATIVE", "COMPETITIVE", "NEUTRAL", "AMBIGUOUS"}, stored
+        metrics = (await h.client.get("/metrics")).text
+        analysed = next(line for line in metrics.splitlines() if line.startswith("narrative_filter_requests_total"))
+        assert float(analysed.split()[-1]) == 1
+        assert not any(line.startswith("narrative_filter_errors_total ") and float(line.split()[-1]) > 0
+                       for line in metrics.splitlines())
