@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -20,7 +20,7 @@ from pydantic_core import PydanticSerializationError, to_json
 
 from cockpit.events.base import Event, utcnow
 
-__all__ = ["MAX_ATTRIBUTES_BYTES", "STORED", "ActionSpec", "MessageAnalysis", "Telemetry", "TelemetryKind", "TelemetryReceived"]
+__all__ = ["MAX_ATTRIBUTES_BYTES", "MAX_CLOCK_AHEAD", "STORED", "ActionSpec", "MessageAnalysis", "Telemetry", "TelemetryKind", "TelemetryReceived"]
 
 _ID = Field(min_length=1, max_length=200)
 
@@ -45,6 +45,9 @@ def _bounded(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         raise ValueError(f"is {size} bytes as JSON, more than the limit of {MAX_ATTRIBUTES_BYTES}")
     return value
 
+
+#: how far ahead of the server's clock a message's timestamp may be (agents' clocks skew)
+MAX_CLOCK_AHEAD = timedelta(minutes=5)
 
 #: validation context of telemetry accepted once: read back as it was stored
 STORED = {"stored": True}
@@ -117,6 +120,22 @@ class Telemetry(BaseModel):
         # pydantic would read a number as Unix time; the schema promises ISO 8601.
         if isinstance(value, int | float):
             raise ValueError("timestamp must be an ISO 8601 date-time with a time zone, not a number")  # noqa: TRY004 - pydantic reports ValueError as a field error
+        return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _not_ahead(cls, value: datetime, info: ValidationInfo) -> datetime:
+        # A fleet's analysis runs on its messages' clock (decay, windows, expiry): one
+        # message stamped years ahead would stop that clock for good.
+        if value.tzinfo is None or (info.context and info.context.get("stored")):
+            return value
+        try:
+            ahead = value - utcnow()
+        except OverflowError:  # reported by _kind_matches_payload
+            return value
+        if ahead > MAX_CLOCK_AHEAD:
+            raise ValueError(f"timestamp is {ahead.total_seconds():.0f} s ahead of the server's clock "
+                             f"(at most {MAX_CLOCK_AHEAD.total_seconds():.0f} s of skew is accepted)")
         return value
 
     @model_validator(mode="after")

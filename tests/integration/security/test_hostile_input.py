@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -193,11 +194,16 @@ async def test_huge_numbers_and_odd_timestamps(embedded: Harness) -> None:
          400),
     ):
         assert (await post_raw(h, "/telemetry", raw)).status_code == status
+    ahead = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()  # a fleet's clock would stop there
     for ts in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "not a time", "2026-01-01T00:00:00",
-               0, 1767225600, 1.5):  # numbers: the schema promises ISO 8601, not Unix time
+               0, 1767225600, 1.5, "2100-01-01T00:00:00Z", ahead):  # numbers: ISO 8601 is promised, not Unix time
         r = clean(await h.client.post("/telemetry", json={**base, "message_id": f"ts-{ts}", "timestamp": ts},
                                       headers=h.headers()))
         assert r.status_code == 400 and "timestamp" in r.text, (ts, r.text)
+    skewed = (datetime.now(UTC) + timedelta(minutes=2)).isoformat()  # an agent's clock a little fast
+    r = clean(await h.client.post("/telemetry", json={**base, "message_id": "skewed", "timestamp": skewed},
+                                  headers=h.headers()))
+    assert r.status_code == 202, r.text
     r = clean(await h.client.post("/commands", headers=h.headers(), json={
         "command_type": "MUTE", "target_agents": ["num"], "parameters": {"duration_seconds": 10**30}}))
     assert r.status_code == 422  # unknown agent or bad duration: refused either way
