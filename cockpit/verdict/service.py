@@ -82,8 +82,13 @@ _COUNTED = ("fleet_id", "status", "severity", "category")
 _COLORS = {severity.value: color for severity, color in SEVERITY_COLORS.items()}
 # Built once: building a statement and its cache key costs ~70-100 us, more than
 # SQLite takes to run it, and every draft runs these.
+#: the ACTIVE verdicts of a batch's situations, locked until the batch commits (on
+#: PostgreSQL; SQLite has one writer anyway), in id order so two replicas' batches
+#: take the locks alike: a status change (MITIGATED, DISMISSED) or another replica's
+#: batch on the same verdict waits, or is waited for, and is never overwritten
 _ACTIVE = select(_VERDICTS).where(
-    _VERDICTS.c.fingerprint.in_(bindparam("fingerprints", expanding=True)), _VERDICTS.c.status == "ACTIVE")
+    _VERDICTS.c.fingerprint.in_(bindparam("fingerprints", expanding=True)), _VERDICTS.c.status == "ACTIVE",
+).order_by(_VERDICTS.c.id).with_for_update()
 _INSERT = insert(_VERDICTS)
 _INSERT_AGENTS = insert(_VERDICT_AGENTS)
 #: a verdict's new updated_at onto the rows naming its agents (kept equal to it)

@@ -5,10 +5,14 @@ every filter's total still equals the number of verdicts it lists."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from sqlalchemy import func, select, update
 
@@ -16,7 +20,7 @@ from cockpit.events.verdict import Category, Severity, VerdictDrafted
 from cockpit.platform.metrics import Metrics
 from cockpit.verdict.models import VerdictRow
 from cockpit.verdict.service import VerdictEngine
-from tests.integration.gateway.conftest import Harness
+from tests.integration.gateway.conftest import Harness, make_harness, settings_for
 
 _CATEGORIES = (Category.ALLIANCE, Category.DECEPTION, Category.THREAT)
 _SEVERITIES = (Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL)
@@ -128,3 +132,31 @@ async def test_recount_after_verdicts_changed_by_hand_in_sql(harness: Harness) -
     await check(h)
     r = await h.client.get("/verdicts", params={"agent_id": "agent-1", "limit": 1}, headers=h.headers("VIEWER"))
     assert [v["id"] for v in r.json()["items"]] == [oldest]  # now the newest
+
+
+@pytest.mark.postgres
+async def test_a_status_change_is_never_overwritten_by_the_engine(postgres_url: str, tmp_path: Path,
+                                                                   request: pytest.FixtureRequest) -> None:
+    """The engine's batch and an operator's MITIGATED meet on one verdict (PostgreSQL,
+    where they are separate transactions): the batch waits for the change, then finds
+    the situation no longer ACTIVE and opens a new verdict for it. Before, its read did
+    not wait, and its update landed on the MITIGATED row (evidence folded into a closed
+    verdict)."""
+    async for h in make_harness(settings_for("postgresql", tmp_path, request)):
+        engine = h.cockpit.verdicts
+        await engine.on_drafts([draft(0, Severity.LOW, "first")])
+        (verdict,) = (await h.client.get("/verdicts", headers=h.headers("VIEWER"))).json()["items"]
+        table = VerdictRow.__table__
+        async with h.cockpit.db.engine.connect() as operator:  # set_status, caught mid-transaction
+            await operator.execute(select(table.c.id).where(table.c.id == verdict["id"]).with_for_update())
+            await operator.execute(update(table).where(table.c.id == verdict["id"]).values(
+                status="MITIGATED", updated_at=datetime.now(UTC)))
+            batch = asyncio.create_task(engine.on_drafts([draft(0, Severity.HIGH, "second")]))
+            await asyncio.sleep(0.5)
+            await operator.commit()
+        await batch
+        rows = (await h.client.get("/verdicts", params={"limit": 10}, headers=h.headers("VIEWER"))).json()["items"]
+        by_status = {v["status"]: v for v in rows}
+        assert set(by_status) == {"ACTIVE", "MITIGATED"}, rows
+        assert by_status["MITIGATED"]["evidence_chain"] == ["first"]
+        assert by_status["ACTIVE"]["evidence_chain"] == ["second"] and by_status["ACTIVE"]["severity"] == "HIGH"
