@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from sqlalchemy import func, select, update
 
 from cockpit.events.verdict import Category, Severity, VerdictDrafted
