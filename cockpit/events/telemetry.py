@@ -20,7 +20,16 @@ from pydantic_core import PydanticSerializationError, to_json
 
 from cockpit.events.base import Event, utcnow
 
-__all__ = ["MAX_ATTRIBUTES_BYTES", "MAX_CLOCK_AHEAD", "STORED", "ActionSpec", "MessageAnalysis", "Telemetry", "TelemetryKind", "TelemetryReceived"]
+__all__ = [
+    "MAX_ATTRIBUTES_BYTES",
+    "MAX_CLOCK_AHEAD",
+    "STORED",
+    "ActionSpec",
+    "MessageAnalysis",
+    "Telemetry",
+    "TelemetryKind",
+    "TelemetryReceived",
+]
 
 _ID = Field(min_length=1, max_length=200)
 
@@ -31,8 +40,13 @@ _ID = Field(min_length=1, max_length=200)
 MAX_ATTRIBUTES_BYTES = 65_536
 
 
+def _stored(info: ValidationInfo) -> bool:
+    """Validating what was accepted once (``STORED``): limits that came later do not apply."""
+    return bool(info.context and info.context.get("stored"))
+
+
 def _bounded(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-    if not value or (info.context and info.context.get("stored")):
+    if not value or _stored(info):
         return value
     try:
         size = len(to_json(value))
@@ -58,7 +72,7 @@ _Context = Annotated[dict[str, Any], AfterValidator(_bounded),
 
 
 def _short_ids(value: list[str], info: ValidationInfo) -> list[str]:
-    if info.context and info.context.get("stored"):
+    if _stored(info):
         return value
     for index, item in enumerate(value):
         if len(item) > 200:
@@ -127,7 +141,7 @@ class Telemetry(BaseModel):
     def _not_ahead(cls, value: datetime, info: ValidationInfo) -> datetime:
         # A fleet's analysis runs on its messages' clock (decay, windows, expiry): one
         # message stamped years ahead would stop that clock for good.
-        if value.tzinfo is None or (info.context and info.context.get("stored")):
+        if value.tzinfo is None or _stored(info):
             return value
         try:
             ahead = value - utcnow()
