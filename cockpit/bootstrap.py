@@ -133,6 +133,7 @@ def bootstrap(settings: Settings | None = None, *, runtimes: Any = None) -> Cock
         c2l_settings = c2l_settings.model_copy(
             update={"audit_anchor_file": settings.data_dir / "audit-anchors.log"})
     c2l = build_c2l(db, bus, metrics, c2l_settings, runtimes=runtimes, instance_id=instance_id)
+    narrative.muted = c2l.muted_agents  # for telemetry agents publish on the topic themselves
     stream = StreamHub(db, bus, metrics, settings.gateway.ws_replay_limit)
     for context in (narrative, verdicts, c2l, stream):
         context.register()

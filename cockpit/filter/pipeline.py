@@ -7,7 +7,7 @@ import contextlib
 import functools
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -74,6 +74,9 @@ class NarrativeFilter:
         self._waiting_by_agent: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         metrics.filter_backlog.set_function(lambda: self._backlog)
+        #: which of these agents are MUTED now (C2L's, wired by bootstrap): their raw
+        #: topic telemetry is stored quarantined, as HTTP ingestion stores it
+        self.muted: Callable[[set[str]], Awaitable[set[str]]] | None = None
 
     def register(self) -> None:
         """Consume telemetry; shared, so replicas split the fleets between them."""
@@ -352,7 +355,8 @@ class NarrativeFilter:
                 analysis += [_stored_analysis(row) for row in rows]
             if not event.stored:
                 by_id = {m.message_id: a for m, a in zip(messages, analysis, strict=True) if a}
-                inserted = await self.store.insert_new(messages, (), by_id)
+                muted = await self.muted({m.source_agent_id for m in messages}) if self.muted else set()
+                inserted = await self.store.insert_new(messages, muted, by_id)
                 new_ids = {m.message_id for new in inserted.new_by_fleet.values() for m in new}
                 keep = [i for i, m in enumerate(messages) if m.message_id in new_ids]
                 messages, analysis = [messages[i] for i in keep], [analysis[i] for i in keep]

@@ -211,3 +211,46 @@ async def test_an_agent_on_the_topic_cannot_supply_its_own_scores(
         assert float(analysed.split()[-1]) == 1
         assert not any(line.startswith("narrative_filter_errors_total ") and float(line.split()[-1]) > 0
                        for line in metrics.splitlines())
+
+
+@pytest.mark.nats
+async def test_a_muted_agents_topic_telemetry_is_quarantined(
+    request: pytest.FixtureRequest, tmp_path: Path, nats_url: str
+) -> None:
+    """A MUTED agent's messages published straight onto the topic are stored
+    quarantined and not analysed, as its HTTP telemetry is; before, the topic path
+    analysed them."""
+    import nats
+
+    from tests.integration.gateway.conftest import register
+
+    settings = settings_for("sqlite", tmp_path, request, nats_url=nats_url)
+    async for h in make_harness(settings):
+        run = uuid.uuid4().hex[:8]
+        agent = f"muted-{run}"
+        await register(h, agent, {"kind": "external"})
+        r = await h.client.post("/commands", headers=h.headers(), json={
+            "command_type": "MUTE", "target_agents": [agent], "parameters": {"duration_seconds": 600}})
+        assert r.status_code == 202, r.text
+        for _ in range(100):
+            if (await h.client.get(f"/commands/{r.json()['command_id']}", headers=h.headers())).json()["status"] \
+                    == "COMPLETED":
+                break
+            await asyncio.sleep(0.1)
+        said = {"message_id": f"{run}-muted", "source_agent_id": agent, "fleet_id": f"f-{run}",
+                "content": "We attack charlie at dawn"}
+        client = await nats.connect(nats_url)
+        try:
+            await client.jetstream().publish(f"cockpit.telemetry.f-{run}", json.dumps(said).encode())
+        finally:
+            await client.drain()
+        for _ in range(100):
+            stored = await h.cockpit.filter.store.messages([said["message_id"]])
+            if stored:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        assert stored and stored[0]["quarantined"] is True, stored
+        metrics = (await h.client.get("/metrics")).text
+        analysed = next(line for line in metrics.splitlines() if line.startswith("narrative_filter_requests_total"))
+        assert float(analysed.split()[-1]) == 0
