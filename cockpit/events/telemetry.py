@@ -16,13 +16,14 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticSerializationError, to_json
+from pydantic_core import PydanticCustomError, PydanticSerializationError, to_json
 
 from cockpit.events.base import Event, utcnow
 
 __all__ = [
     "MAX_ATTRIBUTES_BYTES",
     "MAX_CLOCK_AHEAD",
+    "REFUSED",
     "STORED",
     "ActionSpec",
     "MessageAnalysis",
@@ -38,6 +39,12 @@ _ID = Field(min_length=1, max_length=200)
 #: one agent's message cannot be made megabytes large through it. Rows stored before
 #: the limit are read back as they are (validation context ``{"stored": True}``).
 MAX_ATTRIBUTES_BYTES = 65_536
+
+
+#: the error type of a limit JSON Schema cannot state (a size in bytes, a time relative
+#: to the server's clock): the message is valid by the published schema and refused on
+#: the facts, so the API answers 422, not 400
+REFUSED = "telemetry_refused"
 
 
 def _stored(info: ValidationInfo) -> bool:
@@ -56,7 +63,8 @@ def _bounded(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         except (TypeError, ValueError, RecursionError):
             raise ValueError("must hold JSON values only") from None
     if size > MAX_ATTRIBUTES_BYTES:
-        raise ValueError(f"is {size} bytes as JSON, more than the limit of {MAX_ATTRIBUTES_BYTES}")
+        raise PydanticCustomError(REFUSED, "is {size} bytes as JSON, more than the limit of {limit}",
+                                  {"size": size, "limit": MAX_ATTRIBUTES_BYTES})
     return value
 
 
@@ -144,12 +152,13 @@ class Telemetry(BaseModel):
         if value.tzinfo is None or _stored(info):
             return value
         try:
-            ahead = value - utcnow()
-        except OverflowError:  # reported by _kind_matches_payload
+            ahead = value.astimezone(UTC) - utcnow()
+        except OverflowError:  # not storable at all: reported by _kind_matches_payload
             return value
         if ahead > MAX_CLOCK_AHEAD:
-            raise ValueError(f"timestamp is {ahead.total_seconds():.0f} s ahead of the server's clock "
-                             f"(at most {MAX_CLOCK_AHEAD.total_seconds():.0f} s of skew is accepted)")
+            raise PydanticCustomError(
+                REFUSED, "timestamp is {ahead} s ahead of the server's clock (at most {skew} s of skew is accepted)",
+                {"ahead": round(ahead.total_seconds()), "skew": round(MAX_CLOCK_AHEAD.total_seconds())})
         return value
 
     @model_validator(mode="after")

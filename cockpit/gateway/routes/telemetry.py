@@ -17,6 +17,7 @@ from litestar.exceptions import (
 from pydantic import TypeAdapter, ValidationError
 
 from cockpit.events import Telemetry
+from cockpit.events.telemetry import REFUSED
 from cockpit.gateway.openapi import GUARDED, TelemetryAccepted, TraceExport, errors
 from cockpit.gateway.otlp import map_traces
 from cockpit.gateway.security import AGENT_OR_OPERATOR, principal_of, requires
@@ -93,7 +94,12 @@ def parse_telemetry(body: bytes, max_batch: int) -> list[Telemetry]:
             for e in errors:
                 e["key"] = e["key"].split(".", 1)[1] if "." in e["key"] else ""
         first = f"{errors[0]['key']}: " if errors[0]["key"] else ""
-        raise ValidationException(f"invalid telemetry: {first}{errors[0]['message']}", extra=errors) from None
+        detail = f"invalid telemetry: {first}{errors[0]['message']}"
+        if all(e["type"] == REFUSED for e in exc.errors(include_url=False, include_input=False)):
+            # Valid by the published schema, refused on the facts (a size in bytes, a
+            # time ahead of the server's clock: limits JSON Schema cannot state).
+            raise HTTPException(status_code=422, detail=detail, extra=errors) from None
+        raise ValidationException(detail, extra=errors) from None
     # JSON can only carry U+0000 escaped, so a body without the escape needs no scan.
     for index, message in enumerate(messages if b"\\u0000" in body else ()):
         where = nul_field(message)
