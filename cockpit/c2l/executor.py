@@ -15,6 +15,7 @@ import contextlib
 import functools
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -258,26 +259,15 @@ class CommandExecutor:
         confirmation = confirmation_of(row)
         publish = functools.partial(self._bus.publish, Channel.CONFIRMATIONS, key=row.id,
                                     message_id=confirmation.event_id)
-        # Too large for one message of the broker (the layer records of hundreds of
-        # agents, then the ids of thousands of sub-agents): the outcome still goes out (a
-        # verdict is mitigated by it, the stream shows it) with the lists left out and
-        # counted; the row keeps them for GET /commands/{id}.
-        smaller = (
-            confirmation.model_copy(update={"executed_layers": [],
-                                            "layers_omitted": len(confirmation.executed_layers)}),
-            confirmation.model_copy(update={"executed_layers": [],
-                                            "layers_omitted": len(confirmation.executed_layers),
-                                            "cascade_terminated": [],
-                                            "cascade_omitted": len(confirmation.cascade_terminated)}),
-        )
         try:
-            for attempt in (confirmation, *smaller):
+            for attempt in _shrinking(confirmation):
                 try:
                     await publish(attempt)
                     break
-                except EventTooLarge:
-                    if attempt is smaller[-1]:
-                        raise
+                except EventTooLarge as exc:
+                    too_large = exc
+            else:
+                raise too_large
         except Exception as exc:  # noqa: BLE001 - the row is final; a broker outage must not
             # crash the command's task (nor abort a recovery pass) after the fact.
             logger.warning("command_confirmation_publish_failed", command_id=row.id,
@@ -366,6 +356,20 @@ class CommandExecutor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._beating
             self._beating = None
+
+
+def _shrinking(confirmation: CommandConfirmed) -> Iterator[CommandConfirmed]:
+    """The confirmation, then (each built only if the one before was too large for one
+    message of the broker) without the layer records of hundreds of agents, then also
+    without the ids of thousands of sub-agents: the outcome still goes out (a verdict
+    is mitigated by it, the stream shows it) with the lists counted; the row keeps them
+    for GET /commands/{id}."""
+    yield confirmation
+    without_layers = confirmation.model_copy(update={
+        "executed_layers": [], "layers_omitted": len(confirmation.executed_layers)})
+    yield without_layers
+    yield without_layers.model_copy(update={
+        "cascade_terminated": [], "cascade_omitted": len(confirmation.cascade_terminated)})
 
 
 def is_final(status: str) -> bool:
