@@ -200,13 +200,12 @@ class Recovery:
                 {"verification": verification,
                  "muted_until": row.muted_until.isoformat() if row.muted_until else None},
                 agent_id=row.id, operator=_SYSTEM))
-            if row.frozen:
-                await self._unfreeze(row)
         return count
 
     async def unfreeze_lifted(self) -> int:
-        """Unfreeze agents whose mute was lifted while they stayed frozen (an unfreeze
-        that failed, retried each pass until the runtime answers); how many were."""
+        """Unfreeze agents whose mute was lifted while they stayed frozen: those whose
+        mute :meth:`expire_mutes` just lifted, and an unfreeze that failed before,
+        retried each pass until the runtime answers; how many were."""
         count = 0
         for row in await self._registry.frozen_but_active():
             count += await self._unfreeze(row)
