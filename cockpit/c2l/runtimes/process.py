@@ -97,12 +97,12 @@ class ProcessRuntime(Runtime):
 
     def _stop_gracefully(self, ref: RuntimeRef, grace_seconds: float) -> Outcome:
         pid = _pid(ref)
-        alive = not procfs.is_gone(pid, ref.start_time)
-        group = self._owns_group(ref) and bool(procfs.group_members(pid))
         tree = self._tree(ref)
-        if not alive and not group and not _survivors(tree):
-            return Outcome(True, self._observe(ref, tree), {"already_gone": True})
-        if alive:
+        before = self._observe(ref, tree)
+        if _all_gone(before):
+            return Outcome(True, before, {"already_gone": True})
+        group = bool(before["group_survivors"])
+        if before["pid_exists"]:
             _signal(pid, ref.start_time, signal.SIGTERM)
         if group:
             _signal_group(pid, signal.SIGTERM)
@@ -277,10 +277,6 @@ class ProcessRuntime(Runtime):
 def _pid(ref: RuntimeRef) -> int:
     assert ref.pid is not None  # RuntimeRef validates process refs
     return ref.pid
-
-
-def _survivors(tree: list[procfs.ProcStat]) -> bool:
-    return any(not procfs.is_gone(s.pid, s.start_time) for s in tree)
 
 
 def _all_gone(observed: dict[str, Any]) -> bool:
