@@ -159,8 +159,8 @@ class KubernetesRuntime(Runtime):
     def _guard(self, ref: RuntimeRef) -> None:
         """Raise `RuntimeUnavailable` for Cockpit's own pod (registration refuses it;
         a row may name it from before)."""
-        if _target(ref) == self._own:
-            raise RuntimeUnavailable(f"refusing to act on pod {ref.namespace}/{ref.pod}: Cockpit runs in it")
+        if reason := self._refuses(ref):
+            raise RuntimeUnavailable(f"refusing to act on pod {ref.namespace}/{ref.pod}: {reason}")
 
     # -- state ------------------------------------------------------------------
 
