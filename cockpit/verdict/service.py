@@ -408,14 +408,13 @@ class VerdictEngine:
             await self._add_counts(conn, counts)
         data = to_dict(row)
         self._remember(row.id, row.updated_at, data)
-        event = VerdictIssued(created=False, verdict=data)
+        announce = functools.partial(self._bus.publish, Channel.VERDICTS,
+                                     VerdictIssued(created=False, verdict=data), key=row.fleet_id)
         try:
-            await self._bus.publish(Channel.VERDICTS, event, key=row.fleet_id)
+            await announce()
         except PublishFailed:
             # Committed: the answer stands; the stream hears of it once the broker is back.
-            task = asyncio.create_task(until_done(
-                functools.partial(self._bus.publish, Channel.VERDICTS, event, key=row.fleet_id),
-                what="verdict_status_announce"))
+            task = asyncio.create_task(until_done(announce, what="verdict_status_announce"))
             self._announcing.add(task)
             task.add_done_callback(self._announcing.discard)
         return data
