@@ -1,4 +1,9 @@
-"""Storing telemetry: idempotent by ``message_id``, durable before it is acknowledged."""
+"""Storing telemetry: idempotent by ``message_id``, durable before it is acknowledged.
+
+A message whose id is already held by another agent's (or another fleet's) message is
+not a duplicate but a conflict: it is refused and reported, never acknowledged as
+stored, so an agent cannot make another's messages vanish by using their ids first.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import Select, bindparam, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cockpit.events import MessageAnalysis, Telemetry
 from cockpit.events.telemetry import STORED
@@ -33,6 +39,8 @@ class IngestResult:
     new_by_fleet: dict[str, list[Telemetry]] = field(default_factory=dict)
     #: ids this call stored (the first occurrence of each new message id)
     inserted: set[str] = field(default_factory=set)
+    #: messages refused: their id is held by a message of another agent or fleet
+    conflicts: list[Telemetry] = field(default_factory=list)
 
 
 def _row(
@@ -92,6 +100,10 @@ def _sqlite_insert(rows: int) -> str:
             "ON CONFLICT DO NOTHING RETURNING message_id")
 
 
+def _owner(t: Telemetry) -> tuple[str, str]:
+    return t.fleet_id, t.source_agent_id
+
+
 def _sqlite_timestamp(value: datetime) -> str:
     """A timestamp as SQLAlchemy's SQLite ``DATETIME`` stores it (UTC, no zone), so
     these rows compare and read back exactly like rows written through the ORM."""
@@ -139,15 +151,17 @@ class TelemetryStore:
         analysis: Mapping[str, MessageAnalysis] | None = None,
     ) -> IngestResult:
         """Store messages not seen before, with their Layer 1 ``analysis`` (by message
-        id); duplicates (in the batch or the table) are counted, not stored again.
-        Quarantined agents' messages are stored but never analysed."""
+        id); duplicates (in the batch or the table) are counted, not stored again, and
+        messages whose id another agent's or fleet's message holds are returned as
+        ``conflicts``. Quarantined agents' messages are stored but never analysed."""
         analysis = analysis or {}
         quarantined = set(quarantined_agents)
         result = IngestResult()
         unique: dict[str, Telemetry] = {}
+        repeats: list[Telemetry] = []
         for t in messages:
             if t.message_id in unique:
-                result.duplicates += 1
+                repeats.append(t)
             else:
                 unique[t.message_id] = t
         now = utcnow()
@@ -175,10 +189,21 @@ class TelemetryStore:
                     for t in chunk
                 ]
                 inserted.update((await session.execute(stmt, rows)).scalars().all())
+            known = [t.message_id for t in items if t.message_id not in inserted]
+            owners = await self._owners(session, known) if known else {}
+        owners.update((i, _owner(unique[i])) for i in inserted)
+        for t in repeats:  # an id's owner is the message stored under it
+            if owners.get(t.message_id, _owner(t)) == _owner(t):
+                result.duplicates += 1
+            else:
+                result.conflicts.append(t)
         by_fleet: dict[str, list[Telemetry]] = defaultdict(list)
         for t in items:
             if t.message_id not in inserted:
-                result.duplicates += 1
+                if owners.get(t.message_id, _owner(t)) == _owner(t):
+                    result.duplicates += 1
+                else:
+                    result.conflicts.append(t)
             elif t.source_agent_id in quarantined:
                 result.accepted += 1
                 result.quarantined += 1
@@ -188,6 +213,17 @@ class TelemetryStore:
         result.new_by_fleet = dict(by_fleet)
         result.inserted = inserted
         return result
+
+    @staticmethod
+    async def _owners(session: AsyncSession, message_ids: list[str]) -> dict[str, tuple[str, str]]:
+        """The fleet and source agent of the stored messages with these ids."""
+        owners: dict[str, tuple[str, str]] = {}
+        for start in range(0, len(message_ids), _CHUNK):
+            rows = await session.execute(
+                select(TelemetryRow.message_id, TelemetryRow.fleet_id, TelemetryRow.source_agent_id)
+                .where(TelemetryRow.message_id.in_(message_ids[start : start + _CHUNK])))
+            owners.update((i, (f, a)) for i, f, a in rows)
+        return owners
 
     async def claim(self, message_ids: Sequence[str]) -> set[str]:
         """Mark messages as being analysed; returns those nobody analysed before, so a

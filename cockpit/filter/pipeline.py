@@ -125,11 +125,14 @@ class NarrativeFilter:
         quarantined = frozenset().union(*(q for _, q in requests))
         stored = await self._ingest_now(combined, quarantined)
         taken: set[str] = set()
+        refused = {id(m) for m in stored.conflicts}
         results = []
         for messages, _ in requests:
             mine = IngestResult()
             for m in messages:
-                if m.message_id in stored.inserted and m.message_id not in taken:
+                if id(m) in refused:
+                    mine.conflicts.append(m)
+                elif m.message_id in stored.inserted and m.message_id not in taken:
                     taken.add(m.message_id)
                     mine.accepted += 1
                     mine.quarantined += m.source_agent_id in quarantined
@@ -357,6 +360,12 @@ class NarrativeFilter:
                 by_id = {m.message_id: a for m, a in zip(messages, analysis, strict=True) if a}
                 muted = await self.muted({m.source_agent_id for m in messages}) if self.muted else set()
                 inserted = await self.store.insert_new(messages, muted, by_id)
+                if inserted.conflicts:
+                    self._metrics.telemetry_ingested.labels(path="bus", outcome="conflict").inc(
+                        len(inserted.conflicts))
+                    logger.warning("telemetry_id_conflict", fleet_id=event.fleet_id,
+                                   message_ids=[m.message_id for m in inserted.conflicts[:10]],
+                                   refused=len(inserted.conflicts))
                 new_ids = {m.message_id for new in inserted.new_by_fleet.values() for m in new}
                 keep = [i for i, m in enumerate(messages) if m.message_id in new_ids]
                 messages, analysis = [messages[i] for i in keep], [analysis[i] for i in keep]

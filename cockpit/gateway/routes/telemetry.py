@@ -18,12 +18,13 @@ from pydantic import TypeAdapter, ValidationError
 
 from cockpit.events import Telemetry
 from cockpit.events.telemetry import REFUSED
+from cockpit.filter.ingest import IngestResult
 from cockpit.gateway.openapi import GUARDED, TelemetryAccepted, TraceExport, errors
 from cockpit.gateway.otlp import map_traces
 from cockpit.gateway.security import AGENT_OR_OPERATOR, principal_of, requires
 from cockpit.platform.auth import Principal, Role
 
-__all__ = ["PayloadTooLarge", "nul_field", "parse_telemetry", "post_telemetry", "post_traces"]
+__all__ = ["PayloadTooLarge", "nul_field", "parse_body", "parse_telemetry", "post_telemetry", "post_traces"]
 
 _BATCH = TypeAdapter(list[Telemetry])
 
@@ -65,7 +66,14 @@ def _field_errors(exc: ValidationError, prefix: str) -> list[dict[str, Any]]:
 
 
 def parse_telemetry(body: bytes, max_batch: int) -> list[Telemetry]:
-    """The telemetry in a ``POST /telemetry`` body: one object or ``{"messages": [...]}``.
+    """The telemetry in a ``POST /telemetry`` body (:func:`parse_body`, without the
+    prefix)."""
+    return parse_body(body, max_batch)[0]
+
+
+def parse_body(body: bytes, max_batch: int) -> tuple[list[Telemetry], str]:
+    """The telemetry in a ``POST /telemetry`` body, and the prefix of its fields' keys
+    (``"messages"`` for a batch, ``""`` for one object): one object or ``{"messages": [...]}``.
 
     Pure (no I/O). Raises :class:`ValidationException` (400: not JSON, not UTF-8, not
     an object or batch, or a field against the schema, the first one named),
@@ -108,7 +116,7 @@ def parse_telemetry(body: bytes, max_batch: int) -> list[Telemetry]:
             key = f"{prefix}.{index}.{where}" if prefix else where
             raise HTTPException(status_code=422, detail=f"invalid telemetry: {key}: contains a NUL character",
                                 extra=[{"key": key, "message": "contains a NUL character (U+0000)"}])
-    return messages
+    return messages, prefix
 
 
 def nul_field(message: Telemetry) -> str | None:
@@ -187,7 +195,11 @@ def _as_agent(principal: Principal, messages: list[Telemetry]) -> list[Telemetry
     return [m if m.fleet_id == fleet else m.model_copy(update={"fleet_id": fleet}) for m in messages]
 
 
-async def _ingest(request: Request[Any, Any, Any], messages: list[Telemetry]) -> TelemetryAccepted:
+async def _ingest(
+    request: Request[Any, Any, Any], messages: list[Telemetry]
+) -> tuple[IngestResult, list[Telemetry]]:
+    """Store ``messages`` (as the principal may send them); the result, and the
+    messages as ingested (in the same order)."""
     cockpit = request.app.state.cockpit
     principal = principal_of(request)
     if principal.role is Role.AGENT:
@@ -201,26 +213,48 @@ async def _ingest(request: Request[Any, Any, Any], messages: list[Telemetry]) ->
     metrics = cockpit.metrics.telemetry_ingested
     metrics.labels(path="http", outcome="accepted").inc(result.accepted)
     metrics.labels(path="http", outcome="duplicate").inc(result.duplicates)
+    metrics.labels(path="http", outcome="conflict").inc(len(result.conflicts))
+    return result, messages
+
+
+def _accepted(result: IngestResult) -> TelemetryAccepted:
     body: TelemetryAccepted = {"accepted": result.accepted, "duplicates": result.duplicates}
     if result.quarantined:
         body["quarantined"] = result.quarantined
     return body
 
 
+def _refuse_conflicts(result: IngestResult, messages: list[Telemetry], prefix: str) -> None:
+    """409 naming the messages whose id another agent's (or fleet's) message holds:
+    they were not stored. The rest of the request was (re-sending it is safe)."""
+    refused = {id(m) for m in result.conflicts}
+    keys = [f"{prefix}.{i}.message_id" if prefix else "message_id"
+            for i, m in enumerate(messages) if id(m) in refused]
+    raise HTTPException(
+        status_code=409,
+        detail=f"{len(keys)} message(s) refused: message_id already used by another agent's message "
+               f"(stored: {result.accepted}, duplicates: {result.duplicates}); send them with new ids",
+        extra=[{"key": k, "message": "message_id already used by another agent's message"} for k in keys[:20]],
+    )
+
+
 @post(
     "/telemetry",
     guards=[requires(AGENT_OR_OPERATOR)],
-    responses=errors(400, *GUARDED, 413, 422),
+    responses=errors(400, *GUARDED, 409, 413, 422),
     status_code=202,
     summary="Ingest one telemetry message or a batch {\"messages\": [...]}",
     tags=["telemetry"],
 )
 async def post_telemetry(request: Request[Any, Any, Any]) -> Response[TelemetryAccepted]:
     _admit_early(request)
-    messages = parse_telemetry(await request.body(), request.app.state.cockpit.settings.filter.max_batch)
+    messages, prefix = parse_body(await request.body(), request.app.state.cockpit.settings.filter.max_batch)
     if not messages:
         return Response({"accepted": 0, "duplicates": 0}, status_code=202)
-    return Response(await _ingest(request, messages), status_code=202)
+    result, ingested = await _ingest(request, messages)
+    if result.conflicts:
+        _refuse_conflicts(result, ingested, prefix)
+    return Response(_accepted(result), status_code=202)
 
 
 @post(
@@ -252,7 +286,11 @@ async def post_traces(request: Request[Any, Any, Any]) -> TraceExport:
     if len(mapping.telemetry) > limit:
         raise PayloadTooLarge(f"{len(mapping.telemetry)} spans exceed the limit of {limit}")
     if mapping.telemetry:
-        await _ingest(request, mapping.telemetry)
+        result, _ = await _ingest(request, mapping.telemetry)
+        if result.conflicts:
+            mapping.rejected += len(result.conflicts)
+            ids = ", ".join(m.message_id for m in result.conflicts[:5])
+            mapping.errors.append(f"span id already used by another agent's message: {ids}")
     partial: dict[str, Any] = {}
     if mapping.rejected:
         partial = {"rejectedSpans": mapping.rejected, "errorMessage": "; ".join(mapping.errors)}

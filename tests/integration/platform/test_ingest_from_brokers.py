@@ -254,3 +254,42 @@ async def test_a_muted_agents_topic_telemetry_is_quarantined(
         metrics = (await h.client.get("/metrics")).text
         analysed = next(line for line in metrics.splitlines() if line.startswith("narrative_filter_requests_total"))
         assert float(analysed.split()[-1]) == 0
+
+
+@pytest.mark.nats
+async def test_topic_telemetry_with_an_id_another_agent_holds_is_refused(
+    request: pytest.FixtureRequest, tmp_path: Path, nats_url: str
+) -> None:
+    """A message on the topic whose id is already another agent's is neither stored
+    nor analysed as that agent's: it is logged and counted as a conflict, while the
+    rest of its envelope is taken."""
+    import nats
+
+    settings = settings_for("sqlite", tmp_path, request, nats_url=nats_url)
+    async for h in make_harness(settings):
+        run = uuid.uuid4().hex[:8]
+        fleet = f"f-{run}"
+        r = await h.client.post("/telemetry", headers=h.headers(), json={
+            "message_id": f"{run}-held", "source_agent_id": "first", "fleet_id": fleet, "content": "hi"})
+        assert r.status_code == 202
+        envelope = [{"message_id": f"{run}-held", "source_agent_id": "second", "fleet_id": fleet,
+                     "content": "We attack charlie"},
+                    {"message_id": f"{run}-free", "source_agent_id": "second", "fleet_id": fleet,
+                     "content": "We attack charlie"}]
+        client = await nats.connect(nats_url)
+        try:
+            await client.jetstream().publish(f"cockpit.telemetry.{fleet}", json.dumps(envelope).encode())
+        finally:
+            await client.drain()
+        for _ in range(100):
+            stored = {m["message_id"]: m for m in await h.cockpit.filter.store.messages(
+                [f"{run}-held", f"{run}-free"])}
+            if len(stored) == 2 and stored[f"{run}-free"]["intent"] is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert stored[f"{run}-held"]["source_agent_id"] == "first"
+        assert stored[f"{run}-free"]["source_agent_id"] == "second"
+        metrics = (await h.client.get("/metrics")).text
+        conflicts = next(line for line in metrics.splitlines()
+                         if line.startswith('cockpit_telemetry_ingested_total{outcome="conflict",path="bus"}'))
+        assert float(conflicts.split()[-1]) == 1

@@ -79,3 +79,20 @@ async def test_batch_insert_ignores_known_ids_and_reports_them(db: Database) -> 
     assert (again.accepted, again.duplicates) == (2, 2)
     assert again.inserted == {"new-said", "new-did"}
     assert await store.count() == 4
+
+
+async def test_an_id_held_by_another_agent_or_fleet_is_a_conflict_not_a_duplicate(db: Database) -> None:
+    store = TelemetryStore(db)
+
+    def said(mid: str, agent: str, fleet: str = "default") -> Telemetry:
+        return Telemetry(message_id=mid, source_agent_id=agent, fleet_id=fleet, content="hello")
+
+    await store.insert_new([said("held", "mallory")])
+    batch = [said("held", "alice"), said("held", "mallory"), said("held", "mallory", "other"),
+             said("new", "alice"), said("new", "alice"), said("new", "bob")]
+    result = await store.insert_new(batch)
+    assert (result.accepted, result.duplicates) == (1, 2)
+    assert {(t.message_id, t.source_agent_id, t.fleet_id) for t in result.conflicts} == {
+        ("new", "bob", "default"), ("held", "alice", "default"), ("held", "mallory", "other")}
+    stored = {m["message_id"]: m["source_agent_id"] for m in await store.messages(["held", "new"])}
+    assert stored == {"held": "mallory", "new": "alice"}
