@@ -467,6 +467,7 @@ class PartitionLeases:
     _unadopted: set[int] = field(default_factory=set)
     _kv: Any = None
     _task: asyncio.Task[None] | None = None
+    _keepalive_task: asyncio.Task[None] | None = None
 
     def _key(self, partition: int) -> str:
         return f"{self.sub.channel.value}.{partition}"
@@ -493,13 +494,15 @@ class PartitionLeases:
             self._kv = await js.key_value(LEASE_BUCKET)
         await self.tick()
         self._task = asyncio.create_task(self._run())
+        self._keepalive_task = asyncio.create_task(self._keepalive())
 
     async def stop(self) -> None:
         """Stop consuming and free the leases at once (no waiting for them to expire)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._keepalive_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for partition in sorted(self.owned):
             await self._release(partition, delete=True)
         with contextlib.suppress(Exception):
@@ -513,10 +516,24 @@ class PartitionLeases:
             with contextlib.suppress(Exception):  # acknowledged meanwhile, or NATS away
                 await message.in_progress()
 
-    async def _run(self) -> None:
+    async def _keepalive(self) -> None:
+        """The heartbeat, the renewals and the progress signals, every third of a lease,
+        in a task of their own: a tick handing partitions over waits for their consumers
+        to finish what they fetched (seconds under load), and meanwhile this replica
+        must neither look gone to the others (they would take its share) nor let its
+        other leases or in-flight messages lapse."""
         while True:
             await asyncio.sleep(self.ttl / 3)
             await self.touch()
+            try:
+                await self._kv.put(f"replica.{self.instance}", b"")
+                await asyncio.gather(*(self.renew(p) for p in sorted(self.owned)))
+            except Exception as exc:  # noqa: BLE001 - NATS away: the tick releases what lapses
+                logger.debug("partition_keepalive_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
             try:
                 await self.tick()
             except Exception as exc:  # noqa: BLE001 - NATS away: leases lapse, consumers stop
@@ -540,9 +557,9 @@ class PartitionLeases:
             if not ok and partition in self.owned:
                 await self._release(partition, delete=False)  # expired, and maybe taken
                 changed = True
-        for partition in sorted(self.owned)[fair:]:
-            await self._release(partition, delete=True)  # another replica joined
-            changed = True
+        surplus = sorted(self.owned)[fair:]  # another replica joined: handed over side by side
+        await asyncio.gather(*(self._release(p, delete=True) for p in surplus))
+        changed = changed or bool(surplus)
         gained: set[int] = set()
         # Start from an instance-specific partition so joining replicas ask for different ones.
         first = partition_of(self.instance, self.partitions)

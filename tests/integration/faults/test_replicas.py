@@ -39,6 +39,11 @@ pytestmark = [pytest.mark.postgres, pytest.mark.nats]
 
 RATE_LIMITS = json.dumps({"MUTE": "1000/minute"})
 PLANTED = {"ALLIANCE", "COLLUSION", "INCONSISTENCY", "DECEPTION"}
+#: how long two replicas may take to split the partitions: a replica hands a partition
+#: over once its consumer has finished the messages it fetched (up to FastStream's
+#: 15 s graceful stop under load), and a previous test's killed replica's heartbeat
+#: counts for a lease (6 s)
+SPLIT_WITHIN = 60
 
 
 async def partitions_split(replicas: list[CockpitProcess]) -> bool:
@@ -99,7 +104,7 @@ async def test_two_replicas_share_commands_and_telemetry_exactly_once(
         # replicas have split the partitions (messages in flight while a partition is
         # handed over can wait a lease for JetStream's redelivery: ARCHITECTURE.md,
         # known limits; the test below bounds that)
-        await eventually(lambda: partitions_split(replicas), 20, "both replicas holding partitions")
+        await eventually(lambda: partitions_split(replicas), SPLIT_WITHIN, "both replicas holding partitions")
         items, _labels = scenario()
         fleet = f"scenario-{run}"
         for item in items:
@@ -258,7 +263,7 @@ async def test_a_replica_joining_under_load_delays_no_telemetry(
         poster = asyncio.create_task(post(client))
         try:
             b = await asyncio.to_thread(cockpit_process, "join-b", **common)
-            await eventually(lambda: partitions_split([a, b]), 20, "both replicas holding partitions")
+            await eventually(lambda: partitions_split([a, b]), SPLIT_WITHIN, "both replicas holding partitions")
             await asyncio.sleep(2.0)
         finally:
             stop.set()

@@ -286,6 +286,52 @@ async def test_a_partition_message_a_vanished_consumer_held_reaches_the_next_own
 
 
 @pytest.mark.nats
+async def test_a_replica_handing_partitions_over_keeps_its_heartbeat_and_its_other_leases(
+        nats_url: str) -> None:
+    """While a replica hands partitions over to one that joined, it waits for their
+    consumers to finish what they fetched (seconds under load). Meanwhile it must stay
+    alive to the others and keep its own share: before, its heartbeat and renewals
+    waited behind that handover, the heartbeat expired, and the newcomer, counting one
+    replica, took every partition (the CI flake of the replicas' join test)."""
+    from cockpit.platform.bus import LEASE_BUCKET, PartitionLeases
+
+    lease, partitions = 1.5, 16
+    fleet = next(f for f in (f"slow-{uuid.uuid4().hex[:8]}" for _ in range(1000))
+                 if partition_of(f, partitions) >= partitions // 2)  # among those handed over
+    gate, started = asyncio.Event(), asyncio.Event()
+
+    async def on_telemetry(event: TelemetryReceived) -> None:
+        if event.fleet_id == fleet:
+            started.set()
+            await gate.wait()
+
+    def leases_of(bus: EventBus) -> PartitionLeases:
+        return bus.routes[Channel.TELEMETRY].leases[0]  # type: ignore[attr-defined]
+
+    a = build_bus(nats_url, None, instance_id=f"a-{uuid.uuid4().hex[:6]}", nats_lease_seconds=lease)
+    b = build_bus(nats_url, None, instance_id=f"b-{uuid.uuid4().hex[:6]}", nats_lease_seconds=lease)
+    for bus in (a, b):
+        bus.subscribe(Channel.TELEMETRY, TelemetryReceived, on_telemetry, shared=True)
+    await a.start()
+    try:
+        await _wait_for(lambda: len(leases_of(a).owned) == partitions, timeout=20)
+        await a.publish(Channel.TELEMETRY, _telemetry(fleet, 1), key=fleet)
+        await asyncio.wait_for(started.wait(), timeout=10)
+        await b.start()
+        kv = await a.routes[Channel.TELEMETRY].broker.connection.jetstream().key_value(  # type: ignore[attr-defined]
+            LEASE_BUCKET)
+        for _ in range(8):  # four leases' time, the handover blocked all along
+            await asyncio.sleep(lease / 2)
+            await kv.get(f"replica.{leases_of(a).instance}")  # raises once expired
+            assert len(leases_of(b).owned) <= partitions // 2, sorted(leases_of(b).owned)
+            assert set(leases_of(a).owned) == set(range(partitions // 2))
+    finally:
+        gate.set()
+        await b.stop()
+        await a.stop()
+
+
+@pytest.mark.nats
 async def test_a_partition_message_waiting_for_an_overdue_renewal_is_not_overtaken(
         nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two messages of a fleet in one fetch; the first finds its lease overdue and
