@@ -55,6 +55,7 @@ class Cockpit:
             await self.db.ping(timeout=self.settings.db_pool_timeout)
         except Exception as exc:  # noqa: BLE001
             raise StartupError(f"database unreachable ({self.db.dialect}): {_one_line(exc)}") from exc
+        await self.stream.start()
         try:
             # Kafka consumer-group joins take seconds (3-18 s on Tansu): generous, bounded.
             await self.bus.start(timeout=self.settings.broker_connect_timeout * 6)

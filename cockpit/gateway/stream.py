@@ -10,22 +10,30 @@ not skipped ahead: once it has taken what is queued, the rest is replayed from t
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, text
 
 from cockpit.events import CommandConfirmed, VerdictIssued
 from cockpit.gateway.models import StreamEventRow
 from cockpit.platform.bus import Channel, EventBus
 from cockpit.platform.db import Database, insert_ignoring_duplicates, utcnow
 from cockpit.platform.metrics import Metrics
+from cockpit.platform.retry import until_done
 
 __all__ = ["StreamClient", "StreamFilters", "StreamHub"]
 
 _EVENTS = StreamEventRow.__table__
 _STORED = select(_EVENTS.c.seq, _EVENTS.c.ts).where(_EVENTS.c.source_event_id == bindparam("source_event_id"))
+_AFTER = (select(_EVENTS.c.seq, _EVENTS.c.type, _EVENTS.c.ts, _EVENTS.c.data)
+          .where(_EVENTS.c.seq > bindparam("after")).order_by(_EVENTS.c.seq))
+#: PostgreSQL: replicas append one transaction at a time (the lock's key: "cockpit-stream"
+#: as a 63-bit int), so seqs commit in order and a reader never sees seq n+1 before seq n
+_PG_LOCK = text("SELECT pg_advisory_xact_lock(:key)").bindparams(
+    key=int.from_bytes(hashlib.sha256(b"cockpit-stream").digest()[:8], "big") >> 1)
 
 
 @dataclass(slots=True)
@@ -124,6 +132,12 @@ class StreamHub:
         self._insert = insert_ignoring_duplicates(db.dialect, _EVENTS).returning(_EVENTS.c.seq, _EVENTS.c.ts)
         self._clients: set[StreamClient] = set()
         self._lock = asyncio.Lock()
+        #: the seq of the last stored event pushed to this replica's clients
+        self._pushed = 0
+
+    async def start(self) -> None:
+        """Live from the stream's current end (call before the bus delivers events)."""
+        self._pushed = await self.last_seq()
 
     def register(self) -> None:
         """Every replica relays every event to its own clients (fan-out), taking what
@@ -161,22 +175,43 @@ class StreamHub:
 
     async def append_many(self, events: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any]]:
         """Store ``(kind, source event id, data)`` events in order, in one transaction,
-        each once (replicas agree on its seq), then push them to clients."""
+        each once (replicas agree on its seq), then push to clients every stored event
+        not pushed yet, in seq order; the events as stored.
+
+        What is pushed is read back from the log, not taken from ``events``: another
+        replica may have stored some of them (or others) first, under lower seqs, and a
+        client must get those before the later ones, never be skipped past them. A
+        database outage is waited out: an event dropped here would be missing from the
+        log that resumes replay."""
         async with self._lock:
-            ts = utcnow()
-            stored = []
-            async with self._db.engine.begin() as conn:
-                for kind, source_event_id, data in events:
-                    row = (await conn.execute(
-                        self._insert, {"source_event_id": source_event_id, "type": kind, "ts": ts, "data": data},
-                    )).first()
-                    if row is None:  # another replica stored this event first: take its seq
-                        row = (await conn.execute(_STORED, {"source_event_id": source_event_id})).one()
-                    stored.append({"type": kind, "seq": int(row.seq), "ts": row.ts.isoformat(), "data": data})
-            for envelope in stored:
+            stored = await until_done(lambda: self._store(events), what="stream_append")
+            fresh = await until_done(self._stored_after_pushed, what="stream_push")
+            for envelope in fresh:
                 for client in list(self._clients):
                     client.offer(envelope)
+            if fresh:
+                self._pushed = fresh[-1]["seq"]
         return stored
+
+    async def _store(self, events: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        ts = utcnow()
+        stored = []
+        async with self._db.engine.begin() as conn:
+            if self._db.dialect == "postgresql":
+                await conn.execute(_PG_LOCK)
+            for kind, source_event_id, data in events:
+                row = (await conn.execute(
+                    self._insert, {"source_event_id": source_event_id, "type": kind, "ts": ts, "data": data},
+                )).first()
+                if row is None:  # another replica stored this event first: take its seq
+                    row = (await conn.execute(_STORED, {"source_event_id": source_event_id})).one()
+                stored.append({"type": kind, "seq": int(row.seq), "ts": row.ts.isoformat(), "data": data})
+        return stored
+
+    async def _stored_after_pushed(self) -> list[dict[str, Any]]:
+        async with self._db.engine.connect() as conn:
+            rows = (await conn.execute(_AFTER, {"after": self._pushed})).all()
+        return [{"type": r.type, "seq": int(r.seq), "ts": r.ts.isoformat(), "data": r.data} for r in rows]
 
     async def resume(self, client: StreamClient, after_seq: int | None, filters: StreamFilters) -> None:
         """Apply new filters; with ``after_seq``, queue what the client missed first,
