@@ -103,10 +103,13 @@ async def _writer(socket: WebSocket[Any, Any, Any], hub: StreamHub, client: Stre
                 return
             await socket.send_json({"type": "ping", "seq": client.last_seq, "ts": utcnow().isoformat(), "data": {}})
             continue
-        if generation != client.generation or envelope["seq"] <= client.last_seq:
-            continue  # queued before a resume (replayed anew), or already sent
         if not await credential.valid():
             return
+        # Checked after the key's check, which may wait for the database: a resume
+        # finishing meanwhile starts a new generation, and this envelope is replayed
+        # in its place (sent now, its seq would skip the replayed ones below it).
+        if generation != client.generation or envelope["seq"] <= client.last_seq:
+            continue  # queued before a resume (replayed anew), or already sent
         client.last_seq = envelope["seq"]
         await socket.send_json(envelope)
 
@@ -129,13 +132,13 @@ async def stream_socket(socket: WebSocket[Any, Any, Any]) -> None:
         except ValueError as exc:
             await socket.send_json({"type": "error", "detail": str(exc)})
             since, filters = None, StreamFilters()
-        await hub.resume(client, since, filters)
-        client.last_seq = since or 0
-        # The stream's current position: a client that receives nothing before it
-        # disconnects can still resume from here without missing an event.
+        # The stream's current position, read first: a client without ``since_seq`` is
+        # sent exactly the events after it (an event stored between its connection and
+        # this read is in neither its snapshot nor, were it dropped as "before hello",
+        # its stream), and one that receives nothing before it disconnects can resume
+        # from here without missing an event.
         position = await hub.last_seq()
-        if since is None:  # live from here: should its queue overflow, the replay starts here
-            client.queued_to = max(client.queued_to, position)
+        await hub.resume(client, position if since is None else since, filters)
         await socket.send_json({"type": "hello", "seq": position, "ts": utcnow().isoformat()})
         credential = _Credential(socket)
         tasks = [
