@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from loguru import logger
@@ -43,6 +44,8 @@ class Cockpit:
     instance_id: str
     first_operator_key: str | None = field(default=None, repr=False)
     _started: bool = False
+    #: the locked file holding ``instance_id`` (:func:`_instance_id`), released at stop
+    _id_lock: int | None = field(default=None, repr=False)
 
     async def start(self) -> None:
         """Migrate (embedded), probe the database, connect the brokers, rebuild state."""
@@ -81,6 +84,9 @@ class Cockpit:
             await self.bus.stop()
             await self.db.dispose()
             self._started = False
+            if self._id_lock is not None:
+                os.close(self._id_lock)  # another process may take this id now
+                self._id_lock = None
         logger.info("cockpit_stopped", instance=self.instance_id)
 
 
@@ -89,29 +95,48 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _instance_id(settings: Settings) -> str:
-    """This replica's id, stable across restarts (kept in the data dir) so that the
-    commands it was executing when it died are recovered when it comes back."""
+#: instance id files tried in a shared data dir (``instance_id``, ``instance_id.1``, ...)
+_ID_SLOTS = 64
+
+
+def _instance_id(settings: Settings) -> tuple[str, int | None]:
+    """This replica's id, and the descriptor of the file that holds it (locked for as
+    long as this process runs), or ``None`` when set in the settings.
+
+    The id is stable across restarts (kept in the data dir) so that the commands a
+    replica was executing when it died are recovered as its own, at once, when it
+    comes back. Replicas sharing a data dir (Compose's ``--scale`` over one volume)
+    must not share an id, or a restarting one would take a live one's commands for its
+    own: each holds an exclusive lock on its file, and a replica finding a file locked
+    tries the next (``instance_id.1``, ...). A lock dies with its process, so a
+    restarted replica takes back a dead one's id, and with it its commands."""
     if settings.instance_id:
-        return settings.instance_id
-    path = settings.data_dir / "instance_id"
-    try:
-        return path.read_text().strip() or _new_instance_id(path)
-    except FileNotFoundError:
-        return _new_instance_id(path)
-
-
-def _new_instance_id(path: Path) -> str:
+        return settings.instance_id, None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    for slot in range(_ID_SLOTS):
+        path = settings.data_dir / ("instance_id" if slot == 0 else f"instance_id.{slot}")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by a live process (or a file system without locks)
+            os.close(fd)
+            continue
+        value = os.read(fd, 256).decode(errors="replace").strip()
+        if not value:
+            value = uuid.uuid4().hex[:12]
+            os.write(fd, value.encode())
+            os.fsync(fd)
+        return value, fd
     value = uuid.uuid4().hex[:12]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(value)
-    return value
+    logger.warning("instance_id_unkept", reason=f"all {_ID_SLOTS} id files in the data dir are locked",
+                   instance=value)
+    return value, None
 
 
 def bootstrap(settings: Settings | None = None, *, runtimes: Any = None) -> Cockpit:
     """Build Cockpit from settings; nothing connects until :meth:`Cockpit.start`."""
     settings = settings or load_settings()
-    instance_id = _instance_id(settings)
+    instance_id, id_lock = _instance_id(settings)
     db = Database(
         settings.effective_database_url,
         pool_size=settings.db_pool_size,
@@ -141,4 +166,5 @@ def bootstrap(settings: Settings | None = None, *, runtimes: Any = None) -> Cock
     return Cockpit(
         settings=settings, db=db, bus=bus, metrics=metrics, api_keys=ApiKeyStore(db, settings.auth_cache_seconds),
         filter=narrative, verdicts=verdicts, c2l=c2l, stream=stream, instance_id=instance_id,
+        _id_lock=id_lock,
     )
