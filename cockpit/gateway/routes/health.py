@@ -12,6 +12,7 @@ from litestar.params import FromPath
 
 from cockpit import __version__
 from cockpit.gateway.openapi import Health, ModuleHealth, errors
+from cockpit.platform.bus import Channel, EventBus
 from cockpit.platform.metrics import CONTENT_TYPE
 
 __all__ = ["health", "module_health", "metrics"]
@@ -54,11 +55,19 @@ async def health(request: Request[Any, Any, Any]) -> Response[Health]:
     return Response(body, status_code=503 if failing else 200)
 
 
-_MODULE_DEPENDENCIES = {
-    "narrative-filter": ("database", "kafka_connected"),
-    "verdict-engine": ("database", "kafka_connected"),
-    "command-bus": ("database", "nats_connected"),
+#: the channels each module consumes or publishes: it depends on the brokers carrying them
+_MODULE_CHANNELS = {
+    "narrative-filter": (Channel.TELEMETRY, Channel.ANALYSIS),
+    "verdict-engine": (Channel.ANALYSIS, Channel.VERDICTS),
+    "command-bus": (Channel.COMMANDS, Channel.CONFIRMATIONS, Channel.DIRECTIVES),
 }
+
+
+def _dependencies(bus: EventBus, module: str) -> list[str]:
+    """The database, and the broker of each of the module's channels (Kafka or NATS,
+    whichever this deployment routes them through; none in-process)."""
+    brokers = {bus.routes[channel].name for channel in _MODULE_CHANNELS[module]} - {"memory"}
+    return ["database", *(f"{name}_connected" for name in sorted(brokers))]
 
 
 @get("/health/{module:str}", summary="Health of one module", tags=["operations"], responses={
@@ -66,12 +75,12 @@ _MODULE_DEPENDENCIES = {
     503: ResponseSpec(ModuleHealth, description="unhealthy: a dependency of the module failed", generate_examples=False),
 })
 async def module_health(request: Request[Any, Any, Any], module: FromPath[str]) -> Response[ModuleHealth]:
-    if module not in _MODULE_DEPENDENCIES:
+    if module not in _MODULE_CHANNELS:
         raise NotFoundException(f"unknown module {module!r}; one of {', '.join(SERVICES)}")
     checks = await _checks(request)
     body: dict[str, Any] = {"module": module, "version": __version__}
     healthy = True
-    for dependency in _MODULE_DEPENDENCIES[module]:
+    for dependency in _dependencies(request.app.state.cockpit.bus, module):
         if dependency in checks:
             body[dependency] = _ok(checks[dependency])
             healthy = healthy and body[dependency]

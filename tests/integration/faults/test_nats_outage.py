@@ -143,6 +143,10 @@ async def test_commands_in_flight_through_a_nats_kill_execute_exactly_once(
             await _nats(service_ctl, "kill")
             first = [*warm, *terms, *await asyncio.gather(*racing)]
             assert (await client.get("/health")).status_code == 503
+            # Without Kafka, NATS carries every module's channels: each one is down.
+            for module in ("narrative-filter", "verdict-engine", "command-bus"):
+                r = await client.get(f"/health/{module}")
+                assert r.status_code == 503 and r.json()["nats_connected"] is False, r.text
             # Phase 2: accepted while NATS is down: the row is the truth, the bus catches up.
             second = await asyncio.gather(*(post(a) for a in [*mutes[10:], "proc-2", "proc-3"]))
             for r in (*first, *second):
