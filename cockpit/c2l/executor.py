@@ -243,7 +243,7 @@ class CommandExecutor:
                 "elapsed_ms": elapsed_ms, "now": now})).first()
         if final is None:
             return False
-        self._count(row, status, now)
+        self._count(row, status, now, outcome)
         if outcome is None:  # a TIMEOUT / give-up never reached the kill switch: audit why
             await self._audit.append(AuditEntry("dispatch", status.value.lower(), False,
                                                 {"reason": error}, command_id=row.id,
@@ -299,10 +299,19 @@ class CommandExecutor:
             sent += 1
         return sent
 
-    def _count(self, row: CommandRow, status: CommandStatus, now: datetime) -> None:
+    def _count(self, row: CommandRow, status: CommandStatus, now: datetime, outcome: KillOutcome | None) -> None:
         self._metrics.commands_executed.labels(type=row.command_type, status=status.value).inc()
-        if status is CommandStatus.FAILED:  # a TIMEOUT never reached the kill switch
-            self._metrics.kill_switch_failures.inc()
+        # Each layer that failed, whether the next one made up for it (a target that
+        # outlived its graceful stop, then was killed) or not; a command that failed
+        # with no layer failing (no runtime for it, an error) counts once. A TIMEOUT
+        # never reached the kill switch.
+        failed = sum(1 for layer in outcome.executed_layers  # actions; a verification's failure is theirs
+                     if not layer.get("success") and not str(layer.get("action")).startswith("verify")
+                     ) if outcome else 0
+        if status is CommandStatus.FAILED:
+            failed = max(failed, 1)
+        if failed:
+            self._metrics.kill_switch_failures.inc(failed)
         self._metrics.command_latency.labels(type=row.command_type).observe(
             max((now - row.created_at).total_seconds(), 0.0))
 

@@ -100,7 +100,8 @@ class Metrics:
         )
         self.kill_switch_failures = Counter(
             "command_bus_kill_switch_failures_total",
-            "Kill-switch layers or commands that failed",
+            "Kill-switch layers that failed (escalated to the next, or not made up for), and "
+            "commands that failed without a layer failing",
             registry=r,
         )
         self.command_latency = Histogram(

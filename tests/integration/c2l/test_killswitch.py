@@ -72,6 +72,9 @@ async def test_terminate_takes_down_the_whole_spawn_tree(harness: Harness, agent
         ("container", "verify_gone", True),
     ]
     assert ("software", "stop_gracefully", True) in layers(command, "root")
+    # The layer that failed and escalated counts, though the command completed
+    # (DESIGN: "a failing layer escalates to the next and counts").
+    assert harness.counter("command_bus_kill_switch_failures_total") == 1
     for agent in ("root", "child", "stubborn"):
         assert (await harness.c2l.get_agent(agent))["status"] == "TERMINATED"
         assert (await harness.c2l.pending_directives(agent))[-1]["directive"] == "shutdown"
