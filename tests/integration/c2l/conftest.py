@@ -28,7 +28,7 @@ from cockpit.platform.bus import Channel, EventBus, build_bus
 from cockpit.platform.db import Database
 from cockpit.platform.metrics import Metrics
 from cockpit.settings import C2LSettings
-from tests.conftest import schema_database, sqlite_url
+from tests.conftest import in_ci, schema_database, sqlite_url
 from tests.fakes.k8s_api import FakeKubernetesAPI
 
 TEST_IMAGE = "cockpit-test/busybox:latest"
@@ -118,7 +118,7 @@ def docker_network() -> str:
     network = os.environ.get("COCKPIT_TEST_DOCKER_NETWORK")
     if not network:
         message = "COCKPIT_TEST_DOCKER_NETWORK is not set: docker.sh created no attachable network"
-        if os.environ.get("CI", "").lower() == "true":
+        if in_ci():
             pytest.fail(message)
         pytest.skip(message)
     return network

@@ -425,6 +425,8 @@ async def test_a_confirmation_too_large_for_the_broker_goes_out_without_its_laye
         if await confirmed() == {big, small, bigger}:
             break
         await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"first confirmations never marked: {await confirmed()}")
     layers = [{"agent_id": f"agent-{i:04d}", "layer": "software", "action": "revoke_credentials",
                "success": True, "details": {"note": "x" * 400}} for i in range(3000)]
     # ... and, for the third, the ids of thousands of sub-agents, 1.2 MB on their own

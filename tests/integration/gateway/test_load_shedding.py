@@ -48,6 +48,8 @@ async def _fill_the_bound(h: Harness, headers: dict[str, str], prefix: str,
         if h.cockpit.metrics.registry.get_sample_value("cockpit_http_requests_in_flight") == 2:
             break
         await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the two trickling requests never filled the bound")
     return slow
 
 
@@ -118,6 +120,8 @@ async def test_the_agent_sdk_retries_a_shed_message_after_retry_after(narrow: Ha
             if h.cockpit.metrics.registry.get_sample_value("cockpit_http_shed_total", {"method": "POST"}):
                 break
             await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the SDK's first attempt was never shed: its retry went untested")
         release.set()  # ...and the retry, a second later, finds room
         assert await sending == {"accepted": 1, "duplicates": 0}
     finally:

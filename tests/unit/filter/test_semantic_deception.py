@@ -3,7 +3,6 @@ reproduces the validation numbers of its model card."""
 
 from __future__ import annotations
 
-import os
 from importlib import resources
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from cockpit.filter.diplomacy import default_data_dir, read_messages
 from cockpit.filter.semantic import SCORE_THRESHOLD, DeceptionModel, SemanticAnalyzer
 from cockpit.filter.semantic.evaluation import DeceptionQuality
+from tests.conftest import in_ci
 
 PACKAGE = resources.files("cockpit.filter.semantic")
 CONTEXT = {"game_score_delta": -2, "season": "Fall", "year": 1903, "relative_message_index": 12}
@@ -64,7 +64,7 @@ def _validation_file() -> Path | None:
     path = default_data_dir() / "validation.jsonl"
     if path.is_file():
         return path
-    if os.environ.get("CI") == "true":
+    if in_ci():
         pytest.fail(f"CI=true but the Diplomacy validation split is missing at {path}")
     pytest.skip(f"Diplomacy data not found at {path} (set COCKPIT_DIPLOMACY_DIR)")
     return None

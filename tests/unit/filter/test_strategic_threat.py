@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from cockpit.events.verdict import Category, Severity
@@ -12,6 +10,7 @@ from cockpit.filter.diplomacy import default_data_dir, read_messages
 from cockpit.filter.strategic import Finding, FleetAnalyzer, StrategicConfig
 from cockpit.filter.strategic.threat import TECHNIQUES, param_text, techniques_in
 from cockpit.filter.synthesis import Synthesizer, synthesize
+from tests.conftest import in_ci
 from tests.unit.filter.scenarios import COMP, COOP, ScenarioBuilder, acceptance_scenario
 
 RECOGNISED = [
@@ -78,7 +77,7 @@ def test_no_diplomacy_message_shows_a_technique() -> None:
     the lexicon flags none of the training and validation games' messages."""
     data = default_data_dir()
     if not (data / "train.jsonl").is_file():
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail(f"CI=true but the Diplomacy data is missing at {data}")
         pytest.skip(f"Diplomacy data not found at {data} (set COCKPIT_DIPLOMACY_DIR)")
     texts = [m.text for split in ("train", "validation") for m in read_messages(data / f"{split}.jsonl")]
