@@ -54,6 +54,8 @@ class CockpitServer:
     port: int
     data_dir: Path
     keys: dict[str, str] = field(default_factory=dict)
+    #: settings for this server (``COCKPIT_...`` variables), on top of the defaults
+    settings_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     _log: Any = None
 
@@ -69,6 +71,7 @@ class CockpitServer:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("COCKPIT_") or k.startswith("COCKPIT_TEST_")}
         env.update({"COCKPIT_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"})
+        env.update(self.settings_env)
         return env
 
     # ------------------------------------------------------------------ lifecycle
@@ -172,10 +175,12 @@ class CockpitServer:
         return Response(status, hdrs, parsed)
 
 
-def start_cockpit_server(data_dir: Path, port: int | None = None) -> CockpitServer:
-    """Start a server in ``data_dir`` and create one key per role in :data:`ROLES`."""
+def start_cockpit_server(data_dir: Path, port: int | None = None, settings_env: dict[str, str] | None = None) -> CockpitServer:
+    """Start a server in ``data_dir`` (with ``settings_env``, e.g.
+    ``{"COCKPIT_C2L__TWO_PERSON_TERMINATE": "true"}``) and create one key per role in
+    :data:`ROLES`."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = CockpitServer(port=port or free_port(), data_dir=data_dir)
+    server = CockpitServer(port=port or free_port(), data_dir=data_dir, settings_env=dict(settings_env or {}))
     server.start()
     try:
         for role in ROLES:

@@ -4,6 +4,7 @@
 import { ApiError, api, probeRole, session } from "./api.js";
 import { initAudit, loadAudits, loadCommands, refreshAudit, verifyChain } from "./audit.js";
 import { initConsole, track } from "./console.js";
+import { initDialogs } from "./dialogs.js";
 import { $, $$, announce, h } from "./dom.js";
 import { filterByAgent, initFeed, loadVerdicts, onVerdictEvent, renderFeed } from "./feed.js";
 import { RelationshipGraph } from "./graph.js";
@@ -235,6 +236,7 @@ function selectView(view) {
 function initOnce() {
   if (initialised) return;
   initialised = true;
+  initDialogs();
   initFeed();
   initConsole();
   initAudit();

@@ -1,8 +1,9 @@
 // The audit view: commands, the hash-chained audit trail, and the chain's status.
 
 import { api } from "./api.js";
+import { confirmAction, withTotp } from "./dialogs.js";
 import { $, clock, compact, dateTime, h, replaceChildren, shortId } from "./dom.js";
-import { isOperator, on } from "./state.js";
+import { agentLabel, isOperator, on } from "./state.js";
 
 const PAGE = 100;
 let auditOffset = 0;
@@ -41,7 +42,7 @@ export async function loadCommands() {
               h("td", null, h("span", { class: `status status-${String(c.status || "").replace(/[^A-Z_]/g, "")}` }, c.status || "")),
               h("td", { class: "num" }, c.execution_time_ms != null ? `${Number(c.execution_time_ms).toFixed(1)} ms` : ""),
               h("td", null, c.status === "PENDING_APPROVAL" && isOperator()
-                ? h("button", { type: "button", class: "btn btn-small btn-danger", onclick: () => approve(c.command_id) }, "Approve")
+                ? h("button", { type: "button", class: "btn btn-small btn-danger", onclick: () => approve(c) }, "Approve")
                 : null),
             ),
           )
@@ -53,14 +54,37 @@ export async function loadCommands() {
   }
 }
 
-async function approve(id) {
+function confirmApproval(c) {
+  const targets = c.target_agents || [];
+  return confirmAction({
+    title: `Approve ${c.command_type}`,
+    ok: `Approve ${c.command_type}`,
+    children: [
+      h("p", null, `${c.operator || "Another operator"} asks to ${c.command_type} ${targets.length} agent${targets.length === 1 ? "" : "s"}. Your approval runs it at once:`),
+      h("p", { class: "confirm-targets" }, targets.map((id) => h("span", { class: "agent-chip", title: id }, agentLabel(id)))),
+      Object.keys(c.parameters || {}).length ? h("p", { class: "muted small" }, `Parameters: ${compact(c.parameters)}`) : null,
+      c.reason ? h("p", { class: "muted small" }, `Reason: ${c.reason}`) : null,
+      h("p", { class: "muted small", title: c.command_id }, `Command ${shortId(c.command_id, 24)}`),
+    ],
+  });
+}
+
+/** Confirm, then approve (with the approver's TOTP code if the server asks): the outcome. */
+async function approval(c) {
+  const id = c.command_id;
+  if (!(await confirmApproval(c))) return `Approval of ${id} cancelled.`;
   try {
-    await api("POST", `/commands/${encodeURIComponent(id)}/approve`);
-    $("#commands-error").textContent = `Command ${id} approved.`;
+    await withTotp((headers) => api("POST", `/commands/${encodeURIComponent(id)}/approve`, { headers }));
+    return `Command ${id} approved.`;
   } catch (err) {
-    $("#commands-error").textContent = `Approval refused: ${err.detail || err.message}`;
+    return err.wantsTotp ? "Not approved: a TOTP code is required." : `Approval refused: ${err.detail || err.message}`;
   }
-  loadCommands();
+}
+
+async function approve(c) {
+  const outcome = await approval(c);
+  await loadCommands(); // it clears the message line: say the outcome after it
+  $("#commands-error").textContent = outcome;
 }
 
 function showCommandAudit(id) {

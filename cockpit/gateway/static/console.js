@@ -2,6 +2,7 @@
 // confirmation (and TOTP step-up), then live progress per layer.
 
 import { api, newCommandId } from "./api.js";
+import { confirmAction, withTotp } from "./dialogs.js";
 import { $, announce, clock, compact, h, replaceChildren, shortId } from "./dom.js";
 import { COMMAND_TYPES, FINAL_STATUSES, agentLabel, emit, isOperator, knownAgentIds, on, state } from "./state.js";
 
@@ -17,6 +18,7 @@ const DESTRUCTIVE = new Set(["TERMINATE", "ISOLATE", "REVOKE_ACCESS"]);
 const form = { type: "MUTE", duration: 300, freeze: false, constraint: "", cascade: true, reason: "", verdict: null, search: "" };
 const polls = new Map(); // command id -> timer
 let blastToken = 0;
+let submitting = false; // a submit's flow (blast radius, confirmation, TOTP, send) is in progress
 
 // ------------------------------------------------------------------ rendering
 
@@ -166,6 +168,7 @@ function renderSubmit() {
   const btn = $("#cmd-submit");
   if (!btn) return;
   const n = state.selected.size;
+  btn.disabled = submitting;
   btn.textContent = `${DESTRUCTIVE.has(form.type) ? "Review " : "Issue "}${form.type}${n ? ` → ${n} agent${n > 1 ? "s" : ""}` : ""}`;
   btn.classList.toggle("btn-danger", DESTRUCTIVE.has(form.type));
   btn.classList.toggle("btn-primary", !DESTRUCTIVE.has(form.type));
@@ -240,46 +243,21 @@ async function renderBlast() {
   replaceChildren(box, blastView(blast));
 }
 
-// ------------------------------------------------------------------ dialogs
+// ------------------------------------------------------------------ confirmation
 
 function confirmCommand(body, blast) {
-  const dialog = $("#confirm-dialog");
-  const typed = body.command_type === "TERMINATE";
-  const ok = $("#confirm-ok");
-  ok.textContent = `Confirm ${body.command_type}`;
-  ok.disabled = typed;
-  $("#confirm-title").textContent = `Confirm ${body.command_type}`;
-  replaceChildren(
-    $("#confirm-body"),
-    h("p", null, `You are about to ${body.command_type} ${body.target_agents.length} agent${body.target_agents.length > 1 ? "s" : ""}:`),
-    h("p", { class: "confirm-targets" }, body.target_agents.map((id) => h("span", { class: "agent-chip", title: id }, agentLabel(id)))),
-    h("p", { class: "hint" }, DESCRIPTIONS[body.command_type]),
-    Object.keys(body.parameters).length ? h("p", { class: "muted small" }, `Parameters: ${compact(body.parameters)}`) : null,
-    body.reason ? h("p", { class: "muted small" }, `Reason: ${body.reason}`) : null,
-    blast ? blastView(blast) : null,
-    typed
-      ? h("div", { class: "field-col" }, h("label", { for: "confirm-typed" }, "Type TERMINATE to confirm"),
-          h("input", { id: "confirm-typed", type: "text", autocomplete: "off", spellcheck: "false", oninput: (e) => { ok.disabled = e.target.value.trim() !== "TERMINATE"; } }))
-      : null,
-  );
-  return new Promise((resolve) => {
-    dialog.returnValue = "";
-    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
-    dialog.showModal();
-    (typed ? $("#confirm-typed") : $("[data-close]", dialog)).focus();
-  });
-}
-
-function askOtp(detail) {
-  const dialog = $("#otp-dialog");
-  $("#otp-text").textContent = `${detail || "This command needs step-up authentication."} Enter the current code from your authenticator app.`;
-  $("#otp-code").value = "";
-  $("#otp-error").textContent = "";
-  return new Promise((resolve) => {
-    dialog.returnValue = "";
-    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok" ? $("#otp-code").value.trim() : null), { once: true });
-    dialog.showModal();
-    $("#otp-code").focus();
+  return confirmAction({
+    title: `Confirm ${body.command_type}`,
+    ok: `Confirm ${body.command_type}`,
+    typed: body.command_type === "TERMINATE" ? "TERMINATE" : null,
+    children: [
+      h("p", null, `You are about to ${body.command_type} ${body.target_agents.length} agent${body.target_agents.length > 1 ? "s" : ""}:`),
+      h("p", { class: "confirm-targets" }, body.target_agents.map((id) => h("span", { class: "agent-chip", title: id }, agentLabel(id)))),
+      h("p", { class: "hint" }, DESCRIPTIONS[body.command_type]),
+      Object.keys(body.parameters).length ? h("p", { class: "muted small" }, `Parameters: ${compact(body.parameters)}`) : null,
+      body.reason ? h("p", { class: "muted small" }, `Reason: ${body.reason}`) : null,
+      blast ? blastView(blast) : null,
+    ],
   });
 }
 
@@ -299,7 +277,18 @@ function buildBody() {
 }
 
 async function submit() {
-  if (!isOperator()) return;
+  if (!isOperator() || submitting) return; // one flow at a time: a double click sends one command
+  submitting = true;
+  renderSubmit();
+  try {
+    await issue();
+  } finally {
+    submitting = false;
+    renderSubmit();
+  }
+}
+
+async function issue() {
   const body = buildBody();
   if (!body.target_agents.length) return message("Choose at least one target agent.", "error");
   if (form.type === "MUTE" && !(body.parameters.duration_seconds >= 1)) return message("Duration must be at least 1 second.", "error");
@@ -308,27 +297,19 @@ async function submit() {
     const blast = form.type === "TERMINATE" ? await blastRadius(body.target_agents, form.cascade) : null;
     if (!(await confirmCommand(body, blast))) return message(`${form.type} cancelled.`, "info");
   }
-  await send(body, null);
+  await send(body);
 }
 
-async function send(body, otp) {
-  const btn = $("#cmd-submit");
-  btn.disabled = true;
+async function send(body) {
   message(`Sending ${body.command_type}…`);
   try {
-    const receipt = await api("POST", "/commands", { body, headers: otp ? { "X-Cockpit-OTP": otp } : {} });
+    const receipt = await withTotp((headers) => api("POST", "/commands", { body, headers }));
     track({ ...body, ...receipt, command_id: receipt?.command_id || body.command_id });
     message(`${body.command_type} accepted (${shortId(receipt?.command_id || body.command_id, 14)}) — progress below.`, "ok");
     announce(`${body.command_type} accepted`);
   } catch (err) {
-    if (err.wantsTotp) {
-      const code = await askOtp(otp ? "That code was not accepted." : err.detail);
-      if (code) return send(body, code);
-      return message(`${body.command_type} not sent: a TOTP code is required.`, "error");
-    }
+    if (err.wantsTotp) return message(`${body.command_type} not sent: a TOTP code is required.`, "error");
     message(refusal(body, err), "error");
-  } finally {
-    btn.disabled = false;
   }
 }
 

@@ -316,7 +316,6 @@ export function initFeed() {
     filters.agent = e.target.value.trim();
     renderFeed();
   });
-  for (const btn of $$("#evidence-dialog [data-close]")) btn.addEventListener("click", () => $("#evidence-dialog").close());
   on("role", () => {
     for (const card of cards.values()) card.dataset.stamp = "";
     renderFeed();

@@ -17,8 +17,8 @@ export class Stream {
    * @param {() => string} o.key       the API key (read at each connect)
    * @param {(env: object) => void} o.onEvent   a new ``{type, seq, ts, data}``
    * @param {(state: object) => void} o.onState ``{state, attempt, retryInMs, everConnected}``
-   * @param {(resumed: boolean) => void} o.onOpen after each (re)connection
-   * @param {() => Promise<boolean>} o.onFailure after a failed attempt; false stops retrying
+   * @param {(resumed: boolean) => void} o.onOpen after each (re)connection, once the server's hello arrives
+   * @param {() => Promise<boolean>} o.onFailure after an attempt that never got a hello; false stops retrying
    */
   constructor({ key, onEvent, onState, onOpen, onFailure }) {
     this.key = key;
@@ -76,7 +76,10 @@ export class Stream {
   connect() {
     clearTimeout(this.retryTimer);
     this.setState("connecting");
-    let opened = false;
+    // The server accepts the socket before it can serve it (a database down fails it
+    // right after): the stream works once its ``hello`` arrives, not at ``open``.
+    let established = false;
+    const resumed = this.lastSeq > 0; // the handshake carries since_seq
     let socket;
     try {
       socket = new WebSocket(this.url());
@@ -86,15 +89,9 @@ export class Stream {
     }
     this.socket = socket;
     socket.onopen = () => {
-      opened = true;
-      const resumed = this.lastSeq > 0; // the handshake carried since_seq
-      this.attempt = 0;
-      this.everConnected = true;
       this.lastHeard = Date.now();
       clearInterval(this.heartbeat);
       this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_MS);
-      this.setState("live", { resumed });
-      this.onOpen?.(resumed);
     };
     socket.onmessage = (message) => {
       this.lastHeard = Date.now();
@@ -109,6 +106,10 @@ export class Stream {
         // The stream's position at connect: resume from here even if no event comes.
         const at = Number(env.seq);
         if (this.lastSeq === 0 && Number.isFinite(at)) this.lastSeq = at;
+        if (!established) {
+          established = true;
+          this.established(resumed);
+        }
         return;
       }
       if (env.type === "ping" || env.type === "pong" || env.type === "subscribed") return;
@@ -127,11 +128,19 @@ export class Stream {
       clearInterval(this.heartbeat);
       if (this.socket === socket) this.socket = null;
       if (this.stopped) return;
-      this.scheduleRetry(!opened);
+      this.scheduleRetry(!established);
     };
     socket.onerror = () => {
       /* onclose follows and handles the retry */
     };
+  }
+
+  /** The server said hello: the stream is live, and the back-off starts over. */
+  established(resumed) {
+    this.attempt = 0;
+    this.everConnected = true;
+    this.setState("live", { resumed });
+    this.onOpen?.(resumed);
   }
 
   beat() {
@@ -156,7 +165,7 @@ export class Stream {
     this.setState("reconnecting", { retryInMs: jittered, retryAt: Date.now() + jittered });
     if (failedToOpen && this.onFailure) {
       const keepGoing = await this.onFailure();
-      if (!keepGoing || this.stopped) return;
+      if (!keepGoing || this.stopped || this.socket) return; // this.socket: "Retry now" meanwhile
     }
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => this.connect(), jittered);
