@@ -78,6 +78,7 @@ class Cockpit:
     async def stop(self) -> None:
         """Stop background loops, drain the brokers, close the pool."""
         try:
+            await self.stream.stop()
             await self.filter.stop()
             await self.c2l.stop()
         finally:
@@ -160,7 +161,7 @@ def bootstrap(settings: Settings | None = None, *, runtimes: Any = None) -> Cock
             update={"audit_anchor_file": settings.data_dir / "audit-anchors.log"})
     c2l = build_c2l(db, bus, metrics, c2l_settings, runtimes=runtimes, instance_id=instance_id)
     narrative.muted = c2l.muted_agents  # for telemetry agents publish on the topic themselves
-    stream = StreamHub(db, bus, metrics, settings.gateway.ws_replay_limit)
+    stream = StreamHub(db, bus, metrics, settings.gateway.ws_replay_limit, settings.gateway.stream_retention_hours)
     for context in (narrative, verdicts, c2l, stream):
         context.register()
     return Cockpit(

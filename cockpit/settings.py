@@ -69,6 +69,9 @@ class GatewaySettings(BaseModel):
     max_body_bytes: int = 8 * 1024 * 1024
     ws_ping_seconds: float = 20.0
     ws_replay_limit: int = 10_000
+    #: how long the stream log (``stream_events``) keeps an event for resuming clients;
+    #: a client resuming from before that is told to reload (``stream.reset``); 0 = forever
+    stream_retention_hours: float = Field(default=72.0, ge=0)
     #: telemetry and read-query requests in progress at once; past it they are shed
     #: (503 + Retry-After: 1); 0 = no bound
     max_inflight: int = Field(default=128, ge=0)

@@ -10,12 +10,14 @@ not skipped ahead: once it has taken what is queued, the rest is replayed from t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, delete, func, select, text, update
 
 from cockpit.events import CommandConfirmed, VerdictIssued
 from cockpit.gateway.models import StreamEventRow
@@ -30,6 +32,12 @@ _EVENTS = StreamEventRow.__table__
 _STORED = select(_EVENTS.c.seq, _EVENTS.c.ts).where(_EVENTS.c.source_event_id == bindparam("source_event_id"))
 _AFTER = (select(_EVENTS.c.seq, _EVENTS.c.type, _EVENTS.c.ts, _EVENTS.c.data)
           .where(_EVENTS.c.seq > bindparam("after")).order_by(_EVENTS.c.seq))
+#: the type of the row left where the retention cut the log: a client resuming from
+#: before it missed events no longer kept, and is sent a ``stream.reset`` instead
+PRUNED = "stream.pruned"
+RESET = "stream.reset"
+_PRUNE_CHUNK = 10_000
+
 #: PostgreSQL: replicas append one transaction at a time (the lock's key: "cockpit-stream"
 #: as a 63-bit int), so seqs commit in order and a reader never sees seq n+1 before seq n
 _PG_LOCK = text("SELECT pg_advisory_xact_lock(:key)").bindparams(
@@ -123,11 +131,14 @@ class StreamClient:
 class StreamHub:
     """Appends bus events to the stream log and fans them out to clients."""
 
-    def __init__(self, db: Database, bus: EventBus, metrics: Metrics, replay_limit: int = 10_000) -> None:
+    def __init__(self, db: Database, bus: EventBus, metrics: Metrics, replay_limit: int = 10_000,
+                 retention_hours: float = 0.0) -> None:
         self._db = db
         self._bus = bus
         self._metrics = metrics
         self._replay_limit = replay_limit
+        self._retention = timedelta(hours=retention_hours)
+        self._pruning: asyncio.Task[None] | None = None
         # Built once: every verdict event runs it, and building costs more than running.
         self._insert = insert_ignoring_duplicates(db.dialect, _EVENTS).returning(_EVENTS.c.seq, _EVENTS.c.ts)
         self._clients: set[StreamClient] = set()
@@ -136,8 +147,49 @@ class StreamHub:
         self._pushed = 0
 
     async def start(self) -> None:
-        """Live from the stream's current end (call before the bus delivers events)."""
+        """Live from the stream's current end (call before the bus delivers events);
+        the retention's pruning in the background."""
         self._pushed = await self.last_seq()
+        if self._retention and self._pruning is None:
+            self._pruning = asyncio.create_task(self._prune_forever())
+
+    async def stop(self) -> None:
+        if self._pruning is not None:
+            self._pruning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruning
+            self._pruning = None
+
+    async def _prune_forever(self) -> None:
+        interval = min(600.0, self._retention.total_seconds() / 10)
+        while True:
+            try:
+                await self.prune()
+            except Exception:  # noqa: BLE001 - a database outage: next round
+                logger.opt(exception=True).warning("stream_prune_failed")
+            await asyncio.sleep(interval)
+
+    async def prune(self, now: datetime | None = None) -> int:
+        """Drop the events older than the retention, in chunks; the newest of them is
+        kept as a ``stream.pruned`` marker, so a client resuming from before it is told
+        it missed events rather than silently skipped past them. The number dropped."""
+        cutoff = (now or utcnow()) - self._retention
+        async with self._db.engine.connect() as conn:
+            boundary = await conn.scalar(select(func.max(_EVENTS.c.seq)).where(_EVENTS.c.ts < cutoff))
+            oldest = await conn.scalar(select(func.min(_EVENTS.c.seq)))
+        if boundary is None or oldest is None:
+            return 0
+        dropped = 0
+        for start in range(int(oldest), int(boundary), _PRUNE_CHUNK):
+            async with self._db.engine.begin() as conn:
+                result = await conn.execute(
+                    delete(_EVENTS).where(_EVENTS.c.seq < min(start + _PRUNE_CHUNK, int(boundary))))
+                dropped += result.rowcount or 0
+        async with self._db.engine.begin() as conn:
+            await conn.execute(update(_EVENTS).where(_EVENTS.c.seq == boundary).values(type=PRUNED, data={}))
+        if dropped:
+            logger.info("stream_pruned", events=dropped, through_seq=int(boundary))
+        return dropped
 
     def register(self) -> None:
         """Every replica relays every event to its own clients (fan-out), taking what
@@ -211,7 +263,8 @@ class StreamHub:
     async def _stored_after_pushed(self) -> list[dict[str, Any]]:
         async with self._db.engine.connect() as conn:
             rows = (await conn.execute(_AFTER, {"after": self._pushed})).all()
-        return [{"type": r.type, "seq": int(r.seq), "ts": r.ts.isoformat(), "data": r.data} for r in rows]
+        return [{"type": r.type, "seq": int(r.seq), "ts": r.ts.isoformat(), "data": r.data}
+                for r in rows if r.type != PRUNED]
 
     async def resume(self, client: StreamClient, after_seq: int | None, filters: StreamFilters) -> None:
         """Apply new filters; with ``after_seq``, queue what the client missed first,
@@ -268,14 +321,18 @@ class StreamHub:
             ).all()
         out = []
         for row in rows:
+            if row.type == PRUNED:  # the client's resume point is older than the log
+                out.append({"type": RESET, "seq": int(row.seq), "ts": utcnow().isoformat(), "data": {
+                    "since_seq": after_seq,
+                    "detail": "events after since_seq up to this seq are no longer kept (retention): "
+                              "reload the current state; the stream goes on from here"}})
+                continue
             envelope = {"type": row.type, "seq": int(row.seq), "ts": row.ts.isoformat(), "data": row.data}
             if filters.matches(envelope):
                 out.append(envelope)
         return out, int(rows[-1].seq) if rows else after_seq, len(rows) < self._replay_limit
 
     async def last_seq(self) -> int:
-        from sqlalchemy import func
-
         async with self._db.reader.connect() as conn:
             value = await conn.scalar(select(func.max(StreamEventRow.__table__.c.seq)))
         return int(value or 0)

@@ -218,6 +218,11 @@ function onStreamEvent(env) {
     later("graph", refreshAgentsAndGraph, 300);
     later("stats", refreshStats, 400);
     if (!$("#view-audit").hidden) later("audit", () => { loadCommands(); loadAudits(); }, 500);
+  } else if (env.type === "stream.reset") {
+    // Disconnected longer than the server keeps events: what was missed comes from a
+    // fresh snapshot instead; the stream goes on from here.
+    announce("Some missed events are no longer kept by the server: reloading the current state.");
+    refreshAll();
   }
 }
 
