@@ -37,6 +37,7 @@ from typing import Any
 from loguru import logger
 from sqlalchemy import Select, bindparam, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cockpit.c2l.models import AuditRow
 from cockpit.platform.batching import GroupCommit
@@ -246,30 +247,47 @@ class AuditLog:
 
     async def _append_once(self, batch: list[tuple[AuditEntry, dict[str, Any]]]) -> list[dict[str, Any]]:
         async with self._db.engine.begin() as conn:
-            if self._db.dialect == "postgresql":
-                await conn.execute(_PG_LOCK, {"key": _PG_LOCK_KEY})
-            last = (await conn.execute(_HEAD)).first()
-            prev_hash = last.row_hash if last else GENESIS_HASH
-            row_id = last.id if last else 0
-            rows = []
-            for entry, details in batch:
-                row_id += 1
-                # Microseconds survive both SQLite and PostgreSQL, so the stored
-                # timestamp re-serialises to the hashed string.
-                now = utcnow()
-                fields = _fields(
-                    row_id, entry.command_id, entry.agent_id, entry.operator,
-                    entry.layer, entry.action, entry.success, details, now,
-                )
-                row_hash = audit_row_hash(prev_hash, fields)
-                rows.append({
-                    "id": row_id, "command_id": entry.command_id, "agent_id": entry.agent_id,
-                    "operator": entry.operator, "layer": entry.layer, "action": entry.action,
-                    "success": bool(entry.success), "details": details, "timestamp": now,
-                    "prev_hash": prev_hash, "row_hash": row_hash,
-                })
-                prev_hash = row_hash
-            await conn.execute(_INSERT, rows)
+            return await self._chain(conn, batch)
+
+    async def append_in(self, conn: AsyncConnection, entry: AuditEntry) -> list[dict[str, Any]]:
+        """Append ``entry`` inside the caller's transaction on ``conn``: it commits (or
+        rolls back) with what the caller writes there, so a state change and its audit
+        row are never one without the other. Call :meth:`anchor` with the result once
+        committed. On PostgreSQL the chain's lock is held until the caller commits."""
+        details = json.loads(canonical_json(entry.details))
+        return await self._chain(conn, [(entry, details)])
+
+    def anchor(self, rows: list[dict[str, Any]]) -> None:
+        """Record rows :meth:`append_in` wrote, once their transaction committed."""
+        if rows:
+            self._anchor(rows)
+
+    async def _chain(self, conn: AsyncConnection, batch: list[tuple[AuditEntry, dict[str, Any]]]
+                     ) -> list[dict[str, Any]]:
+        if self._db.dialect == "postgresql":
+            await conn.execute(_PG_LOCK, {"key": _PG_LOCK_KEY})
+        last = (await conn.execute(_HEAD)).first()
+        prev_hash = last.row_hash if last else GENESIS_HASH
+        row_id = last.id if last else 0
+        rows = []
+        for entry, details in batch:
+            row_id += 1
+            # Microseconds survive both SQLite and PostgreSQL, so the stored
+            # timestamp re-serialises to the hashed string.
+            now = utcnow()
+            fields = _fields(
+                row_id, entry.command_id, entry.agent_id, entry.operator,
+                entry.layer, entry.action, entry.success, details, now,
+            )
+            row_hash = audit_row_hash(prev_hash, fields)
+            rows.append({
+                "id": row_id, "command_id": entry.command_id, "agent_id": entry.agent_id,
+                "operator": entry.operator, "layer": entry.layer, "action": entry.action,
+                "success": bool(entry.success), "details": details, "timestamp": now,
+                "prev_hash": prev_hash, "row_hash": row_hash,
+            })
+            prev_hash = row_hash
+        await conn.execute(_INSERT, rows)
         return [to_dict(SimpleNamespace(**row)) for row in rows]
 
     async def verify(self, anchors: Mapping[int, str] | None = None) -> dict[str, Any]:

@@ -252,6 +252,7 @@ class CommandService:
         # every column as an attribute, as a CommandRow has, and is read as one.
         row = type_cast(CommandRow, SimpleNamespace(
             **({column.name: None for column in _COMMANDS.c} | values)))
+        accepted: list[dict[str, Any]] = []
         try:
             async with self._submit_locks[operator, ctype.value], self._db.engine.begin() as conn:
                 if self._db.dialect == "postgresql":
@@ -259,6 +260,14 @@ class CommandService:
                 retry_after = await self._retry_after(conn, operator, ctype, now)
                 if retry_after is None:
                     await conn.execute(_INSERT, values)
+                    # In the same transaction: an accepted command always has its audit
+                    # row (before, a failed append left a command that ran unaudited,
+                    # and its client an error for a command that was going to run).
+                    accepted = await self._audit.append_in(conn, AuditEntry(
+                        "authorization", "command_accepted", True,
+                        {"command_type": ctype.value, "target_agents": body["target_agents"],
+                         "status": row.status, "reason": body["reason"], "verdict_id": body["verdict_id"]},
+                        command_id=command_id, operator=operator))
         except IntegrityError:  # the same id submitted concurrently
             existing = await self._existing(command_id, body_hash, operator, body)
             if existing is None:
@@ -269,11 +278,7 @@ class CommandService:
             await self._refuse(operator, command_id, body, "rate_limited",
                                {"limit": limit, "retry_after_seconds": retry_after})
             raise RateLimited(ctype.value, limit, retry_after)
-        await self._audit.append(AuditEntry(
-            "authorization", "command_accepted", True,
-            {"command_type": ctype.value, "target_agents": body["target_agents"],
-             "status": row.status, "reason": body["reason"], "verdict_id": body["verdict_id"]},
-            command_id=command_id, operator=operator))
+        self._audit.anchor(accepted)
         if not two_person:
             await self._dispatch_accepted(row)
         return receipt(row), True
@@ -296,8 +301,9 @@ class CommandService:
                                                 operator=operator))
             raise StepUpRequired("approval needs a valid TOTP code in X-Cockpit-OTP")
         now = utcnow()
-        async with self._db.sessions.begin() as session:
-            result = await session.execute(
+        approved: list[dict[str, Any]] = []
+        async with self._db.engine.begin() as conn:
+            result = await conn.execute(
                 update(CommandRow).where(CommandRow.id == command_id,
                                          CommandRow.status == CommandStatus.PENDING_APPROVAL,
                                          # its approval window: past it, recovery times it out
@@ -305,13 +311,15 @@ class CommandService:
                 .values(status=CommandStatus.PENDING.value, approved_by=operator, dispatched_at=now,
                         deadline=now + timedelta(seconds=self._settings.command_deadline_seconds))
             )
+            if result.rowcount:  # the approval and its audit row commit together
+                approved = await self._audit.append_in(conn, AuditEntry(
+                    "authorization", "command_approved", True, {"requested_by": row.operator},
+                    command_id=command_id, operator=operator))
         if not result.rowcount:
             late = row.deadline is not None and row.deadline <= now
             raise ApprovalRefused(f"command {command_id} is no longer awaiting approval"
                                   + (" (its approval window closed)" if late else ""), not_pending=True)
-        await self._audit.append(AuditEntry("authorization", "command_approved", True,
-                                            {"requested_by": row.operator}, command_id=command_id,
-                                            operator=operator))
+        self._audit.anchor(approved)
         row = await self.row(command_id)
         await self._dispatch_accepted(row)
         return receipt(row)

@@ -457,3 +457,49 @@ async def test_a_confirmation_too_large_for_the_broker_goes_out_without_its_laye
         stored = (await session.scalars(select(CommandRow).where(CommandRow.id.in_([big, small, bigger])))).all()
     assert all(row.confirmed_at is not None for row in stored)
     assert next(row for row in stored if row.id == big).executed_layers == layers
+
+
+# The audit table refusing every row: a real fault in the database, on each dialect.
+_AUDIT_DOWN = {
+    "sqlite": ["CREATE TRIGGER audit_down BEFORE INSERT ON audit_logs "
+               "BEGIN SELECT RAISE(ABORT, 'audit unavailable'); END"],
+    "postgresql": ["CREATE FUNCTION audit_down() RETURNS trigger AS $$ "
+                   "BEGIN RAISE EXCEPTION 'audit unavailable'; END $$ LANGUAGE plpgsql",
+                   "CREATE TRIGGER audit_down BEFORE INSERT ON audit_logs "
+                   "FOR EACH ROW EXECUTE FUNCTION audit_down()"],
+}
+_AUDIT_UP = {
+    "sqlite": ["DROP TRIGGER audit_down"],
+    "postgresql": ["DROP TRIGGER audit_down ON audit_logs", "DROP FUNCTION audit_down()"],
+}
+
+
+async def test_a_command_is_accepted_or_approved_with_its_audit_row_or_not_at_all(make: Factory) -> None:
+    """Before, the command was committed first and audited after: an append that failed
+    left a command that ran with no ``command_accepted`` row, while its client got an
+    error for it (and an approval that took effect unaudited)."""
+    h = await make(two_person_terminate=True)
+    await agent(h, "a1")
+    waiting, _ = await h.submit({"command_type": "TERMINATE", "target_agents": ["a1"]})
+
+    async def run(statements: list[str]) -> None:
+        async with h.db.engine.begin() as conn:
+            for statement in statements:
+                await conn.execute(text(statement))
+
+    await run(_AUDIT_DOWN[h.db.dialect])
+    try:
+        with pytest.raises(Exception, match="audit unavailable"):
+            await h.submit(mute("a1", command_id="unaudited"))
+        with pytest.raises(Exception, match="audit unavailable"):
+            await h.c2l.approve_command(waiting["command_id"], "bob")
+    finally:
+        await run(_AUDIT_UP[h.db.dialect])
+    assert await h.count(CommandRow, CommandRow.id == "unaudited") == 0
+    assert (await h.c2l.get_command(waiting["command_id"]))["status"] == "PENDING_APPROVAL"
+    # With the audit back, the same requests go through, each with its row.
+    accepted, created = await h.submit(mute("a1", command_id="unaudited"))
+    assert created and accepted["status"] == "PENDING"
+    assert (await h.c2l.approve_command(waiting["command_id"], "bob"))["status"] == "PENDING"
+    assert [r.command_id for r in await refusals(h, "command_accepted")] == [waiting["command_id"], "unaudited"]
+    assert [r.command_id for r in await refusals(h, "command_approved")] == [waiting["command_id"]]
