@@ -325,10 +325,11 @@ class MemoryTransport:
     name = "memory"
     assigns_partitions = False
 
-    def __init__(self, queue_size: int = 16) -> None:
+    def __init__(self, queue_size: int = 16, stop_timeout: float = 10.0) -> None:
         self._subs: list[tuple[Subscription, _Queue]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._queue_size = queue_size
+        self._stop_timeout = stop_timeout
         self._running = False
 
     def add(self, sub: Subscription) -> None:
@@ -376,11 +377,20 @@ class MemoryTransport:
             await queue.join()
 
     async def stop(self) -> None:
+        """Let each consumer finish what is queued, for at most ``stop_timeout``
+        seconds in all, then cancel it. A queue still full after that long (its
+        consumer waiting out a database outage) gets no stop marker: waiting for room
+        in it hung the shutdown for as long as the outage lasted."""
         self._running = False
-        for _sub, queue in self._subs:
-            await queue.put(None)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._stop_timeout
+        for sub, queue in self._subs:
+            try:
+                await asyncio.wait_for(queue.put(None), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                logger.warning("bus_consumer_stuck_at_stop", channel=sub.channel.value)
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=10)
+            await asyncio.wait(self._tasks, timeout=max(0.01, deadline - loop.time()))
         for task in self._tasks:
             task.cancel()
         self._tasks = []

@@ -424,3 +424,33 @@ async def test_in_process_telemetry_takes_turns_between_fleets() -> None:
         assert [m for m in handled if m.startswith("busy")] == [f"busy-{i}" for i in range(18)]
     finally:
         await bus.stop()
+
+
+async def test_the_in_process_bus_stops_while_a_consumer_is_stuck_with_a_full_queue() -> None:
+    """A consumer waiting on something that does not come back (the database, during
+    an outage) with its queue full: stopping waits a bounded time, then cancels it.
+    Before, the stop marker waited for room in the queue, and the shutdown hung for as
+    long as the consumer did."""
+    from cockpit.platform.bus import MemoryTransport
+
+    transport = MemoryTransport(queue_size=1, stop_timeout=0.5)
+    bus = EventBus(dict.fromkeys(Channel, transport))
+    never, handling = asyncio.Event(), asyncio.Event()
+    cancelled: list[bool] = []
+
+    async def on_verdict(event: VerdictIssued) -> None:
+        handling.set()
+        try:
+            await never.wait()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    bus.subscribe(Channel.VERDICTS, VerdictIssued, on_verdict, shared=False)
+    await bus.start()
+    verdict = VerdictIssued(created=True, verdict={"id": "v"})
+    await bus.publish(Channel.VERDICTS, verdict, key="f")  # being handled, for ever
+    await handling.wait()
+    await bus.publish(Channel.VERDICTS, verdict, key="f")  # fills the queue
+    await asyncio.wait_for(bus.stop(), timeout=10)
+    assert cancelled == [True]
