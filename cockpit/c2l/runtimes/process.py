@@ -17,6 +17,7 @@ kill switch escalates (the software layer still revokes its credentials).
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import threading
@@ -37,9 +38,14 @@ def protected(pid: int) -> str | None:
 
     init, Cockpit's own process, the processes it runs under (the shell, supervisor
     or container runtime that started it: a TERMINATE would take Cockpit down with
-    them) and the leader of its process group (signalled as a group, Cockpit too)."""
+    them), the leader of its process group (signalled as a group, Cockpit too), and
+    any thread's id (the kernel takes it for its whole process)."""
     if pid <= 1:
         return "pid 1 is the system's init"
+    group = procfs.thread_group(pid)
+    if group is not None and group != pid:
+        # A signal to a thread's id reaches its whole process (Cockpit's own, say).
+        return f"it is a thread of process {group}, not a process"
     me = os.getpid()
     if pid == me:
         return "it is Cockpit's own process"
@@ -293,7 +299,9 @@ def _signal(pid: int, start_time: int | None, sig: signal.Signals) -> bool:
         pidfd: int | None = os.pidfd_open(pid)
     except ProcessLookupError:
         return False
-    except OSError:
+    except OSError as exc:
+        if exc.errno != errno.ENOSYS:  # not a process (a thread's id), or no more fds
+            raise RuntimeUnavailable(f"cannot take hold of pid {pid}: {exc}") from exc
         pidfd = None  # kernel without pidfd: plain kill, after the same check
     try:
         # Checked after opening the pidfd: from here the pidfd pins this process.

@@ -103,6 +103,17 @@ def group_members(pgrp: int) -> list[ProcStat]:
     return [s for s in _all_stats() if s.pgrp == pgrp and s.state not in ("Z", "X", "x")]
 
 
+def thread_group(pid: int) -> int | None:
+    """The process (thread group) that task ``pid`` belongs to: ``pid`` itself for a
+    process, another id for one of its threads (whose id /proc also answers for);
+    None when it is gone."""
+    status = _read_text(f"/proc/{pid}/status")
+    for line in (status or "").splitlines():
+        if line.startswith("Tgid:"):
+            return int(line.split()[1])
+    return None
+
+
 def ancestors(pid: int) -> list[int]:
     """The parent of `pid`, its parent, and so on up to pid 1 (included)."""
     found: list[int] = []

@@ -33,6 +33,13 @@ async def test_cockpit_never_signals_init_itself_or_what_it_runs_under(
                 "agent_id": f"p-{pid}", "name": "protected", "runtime": {"kind": "process", "pid": pid}})
             assert r.status_code == 422, r.text
             assert f"pid {pid} cannot be an agent" in r.json()["detail"] and why in r.json()["detail"]
+        # One of Cockpit's threads: /proc answers for its id too, and a signal to it
+        # would reach the whole process (a frozen or killed Cockpit).
+        thread = next(int(t) for t in os.listdir(f"/proc/{cockpit.pid}/task") if int(t) != cockpit.pid)
+        r = await client.post("/agents", headers=headers(cockpit.key), json={
+            "agent_id": "p-thread", "name": "protected", "runtime": {"kind": "process", "pid": thread}})
+        assert r.status_code == 422, r.text
+        assert f"thread of process {cockpit.pid}" in r.json()["detail"]
 
         # An agent stored with Cockpit's own process as its runtime (before the rule).
         await register_agent(client, cockpit.key, "older")
@@ -47,5 +54,18 @@ async def test_cockpit_never_signals_init_itself_or_what_it_runs_under(
         command = await wait_final(client, cockpit.key, r.json()["command_id"])
         assert command["status"] == "FAILED"
         assert f"refusing to signal pid {cockpit.pid}: it is Cockpit's own process" in json.dumps(command)
+        # ... and one stored with a thread of Cockpit's: frozen, it would freeze Cockpit.
+        await register_agent(client, cockpit.key, "older-thread")
+        thread_stat = read_stat(thread)
+        assert thread_stat is not None
+        with sqlite3.connect(cockpit.env["COCKPIT_DATA_DIR"] + "/cockpit.db") as db:
+            db.execute("UPDATE agents SET runtime = ? WHERE id = 'older-thread'",
+                       (json.dumps({"kind": "process", "pid": thread, "start_time": thread_stat.start_time}),))
+        r = await client.post("/commands", headers=headers(cockpit.key), json={
+            "command_type": "MUTE", "target_agents": ["older-thread"],
+            "parameters": {"duration_seconds": 60, "freeze": True}})
+        assert r.status_code == 202, r.text
+        command = await wait_final(client, cockpit.key, r.json()["command_id"])
+        assert f"refusing to signal pid {thread}: it is a thread of process {cockpit.pid}" in json.dumps(command)
         assert cockpit.proc is not None and cockpit.proc.poll() is None
         assert (await client.get("/health")).status_code == 200
