@@ -196,6 +196,8 @@ def _validate_parameters(ctype: CommandType, params: dict[str, Any]) -> None:
             raise InvalidCommand("parameters.cascade must be a boolean")
     elif ctype is CommandType.INJECT_CONSTRAINT:
         constraint = params.get("constraint")
+        if isinstance(constraint, str) and "\x00" in constraint:  # stored alike on every database
+            raise InvalidCommand("parameters.constraint contains a NUL character (U+0000)")
         if not isinstance(constraint, str) or not constraint.strip() or len(constraint) > 10_000:
             raise InvalidCommand("parameters.constraint (1..10000 characters) is required")
 

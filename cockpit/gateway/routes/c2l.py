@@ -91,8 +91,8 @@ class CommandCreate(BaseModel):
         "MUTE: duration_seconds (1 to 2,592,000; default 300), freeze (boolean). TERMINATE: grace_seconds "
         "(0 to 600), cascade (boolean, default true). INJECT_CONSTRAINT: constraint (1 to 10,000 characters, "
         "required). The other types take none; an unknown name is refused (422)."))
-    reason: Annotated[str, Field(max_length=2000)] | None = None
-    verdict_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    reason: Annotated[str, Field(max_length=2000, pattern=r"^[^\x00]*$")] | None = None
+    verdict_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00]+$")] | None = None
 
 
 def _error(exc: Exception) -> HTTPException:

@@ -208,3 +208,20 @@ async def test_command_with_verdict_id_mitigates_it(embedded: Harness) -> None:
     assert r.status_code == 409
     r = await h.client.patch(f"/verdicts/{verdict['id']}", json={"status": "ACTIVE"}, headers=h.headers())
     assert r.status_code == 400
+
+
+async def test_a_nul_character_in_a_command_is_refused_alike_on_every_database(harness: Harness) -> None:
+    """Before, SQLite stored a NUL in ``reason``, ``verdict_id`` or a constraint, and
+    PostgreSQL refused the first two with a generic 422 (and took the third)."""
+    h = harness
+    await register(h, "nul-target", {"kind": "external"})
+    base = {"command_type": "MUTE", "target_agents": ["nul-target"]}
+    for field, body in (("reason", {**base, "reason": "a\u0000b"}),
+                        ("verdict_id", {**base, "verdict_id": "v\u0000"})):
+        r = await h.client.post("/commands", json=body, headers=h.headers())
+        assert r.status_code == 400 and r.json()["extra"][0]["key"] == field, r.text
+    r = await h.client.post("/commands", headers=h.headers(), json={
+        "command_type": "INJECT_CONSTRAINT", "target_agents": ["nul-target"], "parameters": {"constraint": "x\u0000"}})
+    assert r.status_code == 422 and "NUL" in r.json()["detail"], r.text
+    listed = (await h.client.get("/commands", headers=h.headers("VIEWER"))).json()["items"]
+    assert not [c for c in listed if c["target_agents"] == ["nul-target"]]
