@@ -472,6 +472,10 @@ class PartitionLeases:
     ttl: float
     instance: str
     owned: dict[int, _Lease] = field(default_factory=dict)
+    #: partitions being handed over: no longer consumed (``valid`` is false), but their
+    #: leases are still renewed until their consumers have finished what they fetched,
+    #: so the next owner cannot start on them meanwhile
+    releasing: dict[int, _Lease] = field(default_factory=dict)
     #: messages of owned partitions being handled (or waiting their turn), by id
     in_flight: dict[int, Any] = field(default_factory=dict)
     _unadopted: set[int] = field(default_factory=set)
@@ -537,7 +541,7 @@ class PartitionLeases:
             await self.touch()
             try:
                 await self._kv.put(f"replica.{self.instance}", b"")
-                await asyncio.gather(*(self.renew(p) for p in sorted(self.owned)))
+                await asyncio.gather(*(self.renew(p) for p in sorted({*self.owned, *self.releasing})))
             except Exception as exc:  # noqa: BLE001 - NATS away: the tick releases what lapses
                 logger.debug("partition_keepalive_failed", error=f"{type(exc).__name__}: {exc}")
 
@@ -604,7 +608,9 @@ class PartitionLeases:
         replica's."""
         from nats.js.errors import KeyWrongLastSequenceError
 
-        lease = self.owned.get(partition)
+        # A partition being handed over is renewed by the keepalive only: a handler's
+        # renewal (``lapsed_only``) would let its messages through again.
+        lease = self.owned.get(partition) or (None if lapsed_only else self.releasing.get(partition))
         if lease is None:
             return False
         async with lease.renewing:  # one compare-and-set at a time (tick and handler)
@@ -652,10 +658,18 @@ class PartitionLeases:
                                                 functools.partial(partition_of, partitions=self.partitions)))
 
     async def _release(self, partition: int, *, delete: bool) -> None:
+        """Stop consuming ``partition``; with ``delete``, hand it over: its lease is
+        kept (renewed) until the consumer has finished the messages it fetched, then
+        deleted, so the next owner starts after them, never beside them."""
         lease = self.owned.pop(partition)
-        if lease.subscriber is not None:
-            with contextlib.suppress(Exception):
-                await lease.subscriber.stop()
+        if delete:
+            self.releasing[partition] = lease
+        try:
+            if lease.subscriber is not None:
+                with contextlib.suppress(Exception):
+                    await lease.subscriber.stop()
+        finally:
+            self.releasing.pop(partition, None)
         if delete:
             with contextlib.suppress(Exception):
                 await self._kv.delete(self._key(partition), last=lease.revision)

@@ -292,7 +292,9 @@ async def test_a_replica_handing_partitions_over_keeps_its_heartbeat_and_its_oth
     consumers to finish what they fetched (seconds under load). Meanwhile it must stay
     alive to the others and keep its own share: before, its heartbeat and renewals
     waited behind that handover, the heartbeat expired, and the newcomer, counting one
-    replica, took every partition (the CI flake of the replicas' join test)."""
+    replica, took every partition (the CI flake of the replicas' join test). And the
+    partition being handed over stays its own until its consumer is done: its lease
+    expired meanwhile, and the newcomer started on it beside the old owner."""
     from cockpit.platform.bus import LEASE_BUCKET, PartitionLeases
 
     lease, partitions = 1.5, 16
@@ -320,11 +322,17 @@ async def test_a_replica_handing_partitions_over_keeps_its_heartbeat_and_its_oth
         await b.start()
         kv = await a.routes[Channel.TELEMETRY].broker.connection.jetstream().key_value(  # type: ignore[attr-defined]
             LEASE_BUCKET)
+        slow = partition_of(fleet, partitions)
         for _ in range(8):  # four leases' time, the handover blocked all along
             await asyncio.sleep(lease / 2)
             await kv.get(f"replica.{leases_of(a).instance}")  # raises once expired
             assert len(leases_of(b).owned) <= partitions // 2, sorted(leases_of(b).owned)
             assert set(leases_of(a).owned) == set(range(partitions // 2))
+            # The partition whose consumer is still busy is not the newcomer's yet: it
+            # would start on later messages beside the one being handled.
+            assert slow not in leases_of(b).owned
+        gate.set()
+        await _wait_for(lambda: slow in leases_of(b).owned, timeout=20)
     finally:
         gate.set()
         await b.stop()
