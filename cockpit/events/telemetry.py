@@ -21,6 +21,7 @@ from pydantic_core import PydanticCustomError, PydanticSerializationError, to_js
 from cockpit.events.base import Event, utcnow
 
 __all__ = [
+    "MAX_AGENT_ID",
     "MAX_ATTRIBUTES_BYTES",
     "MAX_CLOCK_AHEAD",
     "REFUSED",
@@ -32,7 +33,9 @@ __all__ = [
     "TelemetryReceived",
 ]
 
-_ID = Field(min_length=1, max_length=200)
+#: the longest agent (or fleet, message) id
+MAX_AGENT_ID = 200
+_ID = Field(min_length=1, max_length=MAX_AGENT_ID)
 
 #: the largest ``attributes`` of a message, or ``params`` of an action, as compact
 #: JSON: free-form context is stored with each message and returned as evidence, so

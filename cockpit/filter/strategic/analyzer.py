@@ -6,7 +6,7 @@ from collections import deque
 from collections.abc import Iterable
 from datetime import datetime
 
-from cockpit.events.telemetry import ActionSpec, Telemetry, TelemetryKind
+from cockpit.events.telemetry import MAX_AGENT_ID, ActionSpec, Telemetry, TelemetryKind
 from cockpit.filter.analysis import Intent, SemanticResult
 from cockpit.filter.strategic.alliance import AllianceGraph, AllianceSnapshot
 from cockpit.filter.strategic.collusion import CollusionDetector
@@ -137,7 +137,9 @@ class FleetAnalyzer:
         victim = other if kind in config.hostile_actions else None
         if victim is None and kind in config.transfer_actions:
             taken_from = action.params.get("from")
-            victim = taken_from if isinstance(taken_from, str) else None
+            # An agent id, as long as any (params are free-form: a longer string is no
+            # agent, and as a verdict's target the database would refuse the batch).
+            victim = taken_from if isinstance(taken_from, str) and 0 < len(taken_from) <= MAX_AGENT_ID else None
         if victim is None or victim == source:
             return findings
         self.alliances.weaken(source, victim, now, config.attack_penalty)

@@ -237,3 +237,26 @@ async def test_websocket_without_key_is_refused(embedded: Harness) -> None:
         raise AssertionError("connection without a key was accepted")
     except (websockets.exceptions.InvalidStatus, websockets.exceptions.ConnectionClosed):
         pass
+
+
+async def test_a_transfer_from_a_string_longer_than_any_agent_id_names_no_victim(harness: Harness) -> None:
+    """``params.from`` is free-form: a string longer than any agent id was taken for
+    the victim of a transfer, and the COLLUSION it completed named it as its target,
+    which PostgreSQL refused (200 characters): the whole batch's drafts were lost."""
+    h = harness
+    huge = "v" * 300
+    items = []
+    for n in range(6):
+        for me, ally in (("ann", "bob"), ("bob", "ann")):
+            items.append({"message_id": f"long-{me}-say-{n}", "source_agent_id": me, "target_agent_ids": [ally],
+                          "content": "Together we are stronger, my friend, I will support you"})
+            items.append({"message_id": f"long-{me}-take-{n}", "source_agent_id": me, "kind": "action",
+                          "action": {"type": "transfer", "target": me, "params": {"from": huge}}})
+    r = await h.client.post("/telemetry", json={"messages": items}, headers=h.headers())
+    assert r.status_code == 202, r.text
+    await h.settle()
+    verdicts = (await h.client.get("/verdicts", params={"limit": 100}, headers=h.headers("VIEWER"))).json()["items"]
+    assert verdicts and all(v["target"] != huge for v in verdicts), verdicts
+    metrics = (await h.client.get("/metrics")).text
+    assert not any(line.startswith("narrative_filter_errors_total ") and float(line.split()[-1]) > 0
+                   for line in metrics.splitlines())
