@@ -352,14 +352,22 @@ class NarrativeFilter:
                 analysis = list(event.analysis)
             else:
                 analysis = self.analyse_messages(messages)
+            # The database steps before the claim wait out an outage too: failing here,
+            # the event would be acknowledged and its messages left to the redispatch
+            # (a minute later), analysed after the fleet's later ones (a breach before
+            # the promise it breaks).
             if event.stored and event.stored_ids:  # too large for the broker: read back, with their Layer 1 results
-                rows = await self.store.rows(event.stored_ids)
+                stored_ids = event.stored_ids
+                rows = await until_done(lambda: self.store.rows(stored_ids), what="telemetry_read")
                 messages += [telemetry_from_row(row) for row in rows]
                 analysis += [_stored_analysis(row) for row in rows]
             if not event.stored:
                 by_id = {m.message_id: a for m, a in zip(messages, analysis, strict=True) if a}
-                muted = await self.muted({m.source_agent_id for m in messages}) if self.muted else set()
-                inserted = await self.store.insert_new(messages, muted, by_id)
+                muted_of, sources = self.muted, {m.source_agent_id for m in messages}
+                muted = await until_done(lambda: muted_of(sources), what="telemetry_mute_check") if muted_of else set()
+                unstored = list(messages)
+                inserted = await until_done(lambda: self.store.insert_new(unstored, muted, by_id),
+                                            what="telemetry_store")
                 if inserted.conflicts:
                     self._metrics.telemetry_ingested.labels(path="bus", outcome="conflict").inc(
                         len(inserted.conflicts))
@@ -369,7 +377,8 @@ class NarrativeFilter:
                 new_ids = {m.message_id for new in inserted.new_by_fleet.values() for m in new}
                 keep = [i for i, m in enumerate(messages) if m.message_id in new_ids]
                 messages, analysis = [messages[i] for i in keep], [analysis[i] for i in keep]
-            claimed = await self.store.claim([m.message_id for m in messages])
+            ids = [m.message_id for m in messages]
+            claimed = await until_done(lambda: self.store.claim(ids), what="telemetry_claim")
             self._backlog = max(0, self._backlog - len(claimed))
             pairs = [(m, a) for m, a in zip(messages, analysis, strict=True) if m.message_id in claimed]
             if not pairs:
