@@ -72,13 +72,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from cockpit.platform.logging import configure_logging
     from cockpit.settings import load_settings
 
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except ValueError as exc:  # pydantic's ValidationError: a setting out of its range or form
+        return _fail(f"invalid settings: {exc}")
     gateway = settings.gateway.model_copy(
         update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     )
     settings = settings.model_copy(update={"gateway": gateway})
     configure_logging(settings.log_level, settings.log_json)
-    cockpit = bootstrap(settings)
+    try:
+        cockpit = bootstrap(settings)
+    except ValueError as exc:  # a value only its context can read (a rate limit's form)
+        return _fail(f"invalid settings: {exc}")
 
     async def serve() -> int:
         try:
@@ -151,7 +157,10 @@ def cmd_apikey(args: argparse.Namespace) -> int:
 
     async def run(cockpit: Any) -> int:
         if args.action == "create":
-            key, principal = await cockpit.api_keys.create(args.name, Role(args.role), with_totp=args.totp)
+            try:
+                key, principal = await cockpit.api_keys.create(args.name, Role(args.role), with_totp=args.totp)
+            except ValueError as exc:
+                return _fail(str(exc), 2)
             print(f"id:    {principal.id}\nname:  {principal.name}\nrole:  {principal.role.value}\nkey:   {key}")
             if principal.totp_secret:
                 import pyotp
@@ -250,8 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("apikey", help="manage API keys")
     a = p.add_subparsers(dest="action", required=True)
     c = a.add_parser("create")
-    c.add_argument("--role", required=True, choices=["VIEWER", "SOVEREIGN_OPERATOR", "CHIEF_ARCHITECT", "AGENT"])
-    c.add_argument("--name", required=True)
+    # No AGENT keys here: an agent's token comes from its registration (POST /agents),
+    # bound to that agent; a bare AGENT key would be bound to none and refused everywhere.
+    c.add_argument("--role", required=True, choices=["VIEWER", "SOVEREIGN_OPERATOR", "CHIEF_ARCHITECT"])
+    c.add_argument("--name", required=True, help="who holds the key: the audit and the two-person rule "
+                   "know operators by it (names starting with 'system' are Cockpit's own)")
     c.add_argument("--totp", action="store_true", help="require a TOTP code for TERMINATE/REVOKE_ACCESS")
     a.add_parser("list")
     r = a.add_parser("revoke")

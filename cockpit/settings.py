@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -46,6 +46,18 @@ class C2LSettings(BaseModel):
     rate_limits: dict[str, str] = Field(
         default_factory=lambda: {"MUTE": "10/minute", "ISOLATE": "5/minute", "TERMINATE": "3/hour"}
     )
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _command_types(cls, value: dict[str, str]) -> dict[str, str]:
+        """A limit under a name no command has ("terminate") would limit nothing."""
+        from cockpit.events import CommandType
+
+        known = [t.value for t in CommandType]
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"rate limits for unknown command types {unknown}; the types are {known}")
+        return value
     #: seconds a replica trusts its cached view of an agent's token and mute state
     #: (its own changes are seen at once; other replicas' within this bound)
     registry_cache_seconds: float = 1.0

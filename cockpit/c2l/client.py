@@ -6,9 +6,10 @@
     client.send("I will support you", target_agent_ids=["b"])
     client.run(on_directive=print)                    # until shutdown / SIGTERM
 
-Registration (``POST /agents``) needs an API key of role SOVEREIGN_OPERATOR,
-CHIEF_ARCHITECT or AGENT (a deployment hands a registration key to its agents);
-the answer's token then replaces it: telemetry and directive polling use the
+Registration (``POST /agents``) needs an API key of role SOVEREIGN_OPERATOR or
+CHIEF_ARCHITECT (a deployment that lets its agents register themselves hands them
+such a key: it can also issue commands, so keep it to trusted launchers, and revoke
+it once the fleet is up); the answer's token then replaces it: telemetry and directive polling use the
 agent's own token in ``X-API-Key``. Directives arrive by polling
 ``GET /agents/{id}/directives?after=<seq>``; the client keeps the cursor and the
 state they imply (``muted``, ``constraints``, ``stopping``). A cooperative agent
@@ -103,7 +104,7 @@ class _AgentState:
     def _registration(self, name: str, fleet_id: str, parent_id: str | None,
                       runtime: dict[str, Any] | None, agent_id: str | None) -> dict[str, Any]:
         if not self.api_key:
-            raise ValueError("registration needs an operator or AGENT-role api_key")
+            raise ValueError("registration needs an operator api_key (SOVEREIGN_OPERATOR or CHIEF_ARCHITECT)")
         body: dict[str, Any] = {"name": name, "fleet_id": fleet_id,
                                 "runtime": runtime or {"kind": "process", "pid": os.getpid()}}
         if parent_id:

@@ -91,7 +91,12 @@ class ApiKeyStore:
     async def create(
         self, name: str, role: Role, *, with_totp: bool = False
     ) -> tuple[str, Principal]:
-        """Create a key; returns the clear key (shown once) and its principal."""
+        """Create a key; returns the clear key (shown once) and its principal. Raises
+        ``ValueError`` for an empty name or one of Cockpit's own (``system...``): the
+        audit knows operators by their key's name, and a key named like Cockpit's own
+        recovery would pass its actions off as Cockpit's."""
+        if not name.strip() or name.strip().lower().startswith("system"):
+            raise ValueError(f"{name!r} cannot name a key (empty, or reserved for Cockpit's own actions)")
         key = new_secret(OPERATOR_KEY_PREFIX)
         row = ApiKeyRow(
             id=secrets.token_hex(8),

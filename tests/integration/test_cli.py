@@ -123,6 +123,11 @@ def test_apikey_lifecycle(tmp_path: Path) -> None:
     assert _cockpit(tmp_path, "apikey", "revoke", fields["id"].strip()).returncode == 0
     assert "revoked" in _cockpit(tmp_path, "apikey", "list").stdout
     assert _cockpit(tmp_path, "apikey", "revoke", "no-such-id").returncode == 1
+    # A key named like Cockpit's own actions (the recovery loop is "system:recovery" in
+    # the audit) is refused; so is an AGENT key, which would be bound to no agent.
+    refused = _cockpit(tmp_path, "apikey", "create", "--role", "SOVEREIGN_OPERATOR", "--name", "system:recovery")
+    assert refused.returncode == 2 and "reserved" in refused.stderr
+    assert _cockpit(tmp_path, "apikey", "create", "--role", "AGENT", "--name", "bot").returncode == 2
 
 
 def test_replay_pushes_a_file_through_the_pipeline(tmp_path: Path) -> None:
@@ -179,3 +184,12 @@ def test_score_writes_one_line_per_labelled_message(tmp_path: Path) -> None:
 def test_audit_verify_on_a_fresh_database(tmp_path: Path) -> None:
     out = _cockpit(tmp_path, "audit", "verify")
     assert out.returncode == 0 and out.stdout.startswith("ok, 0 rows")
+
+
+def test_serve_refuses_rate_limits_that_would_limit_nothing(tmp_path: Path) -> None:
+    """A rate limit under a name no command has ("terminate") silently limited nothing,
+    and a malformed one crashed the start with a traceback: both are one clear line."""
+    for limits, says in (('{"terminate": "3/hour"}', "unknown command types ['terminate']"),
+                         ('{"MUTE": "often"}', "invalid rate limit 'often'")):
+        out = _cockpit(tmp_path, "serve", "--port", str(_port()), env={"COCKPIT_C2L__RATE_LIMITS": limits})
+        assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr, out.stderr
