@@ -28,6 +28,7 @@ from typing import Any
 
 from cockpit.c2l.audit import AuditLog
 from cockpit.c2l.commands import (
+    STEP_UP_TYPES,
     ApprovalRefused,
     CommandConflict,
     CommandNotFound,
@@ -50,6 +51,7 @@ from cockpit.settings import C2LSettings
 
 __all__ = [
     "C2L",
+    "STEP_UP_TYPES",
     "AgentExists",
     "AgentNotFound",
     "ApprovalRefused",

@@ -7,7 +7,9 @@ does not leak a usable key.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -28,7 +30,7 @@ __all__ = [
     "Role",
     "hash_secret",
     "new_secret",
-    "verify_totp",
+    "totp_step",
 ]
 
 
@@ -151,17 +153,35 @@ class ApiKeyStore:
             for r in rows
         ]
 
+    async def use_totp_step(self, key_id: str, step: int) -> bool:
+        """Record that key ``key_id`` used its TOTP code of ``step``; ``False`` if it (or
+        a later one) was used before: a code seen once, on any replica, is spent, so a
+        code read over an operator's shoulder or from a log cannot be played again."""
+        async with self._db.sessions.begin() as session:
+            result = await session.execute(
+                update(ApiKeyRow)
+                .where(ApiKeyRow.id == key_id,
+                       (ApiKeyRow.totp_last_step.is_(None)) | (ApiKeyRow.totp_last_step < step))
+                .values(totp_last_step=step))
+        return bool(result.rowcount)
+
     async def count_active(self) -> int:
         async with self._db.sessions() as session:
             rows = await session.scalars(select(ApiKeyRow.id).where(ApiKeyRow.revoked_at.is_(None)))
             return len(rows.all())
 
 
-def verify_totp(secret: str, code: str | None) -> bool:
-    """True when ``code`` is the current TOTP (one step of clock drift allowed)."""
+def totp_step(secret: str, code: str | None, now: float | None = None) -> int | None:
+    """The time step (``unix time // 30``) whose TOTP ``code`` is, the current one or
+    one step either side (clock drift); ``None`` for no valid code."""
     if not code:
-        return False
-    return pyotp.TOTP(secret).verify(code.strip(), valid_window=1)
+        return None
+    totp = pyotp.TOTP(secret)
+    current = int((time.time() if now is None else now) // totp.interval)
+    for step in (current - 1, current, current + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code.strip()):
+            return step
+    return None
 
 
 def _principal(row: ApiKeyRow) -> Principal:

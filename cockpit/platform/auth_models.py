@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import BigInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cockpit.platform.db import Base, UTCDateTime, utcnow
@@ -22,5 +22,7 @@ class ApiKeyRow(Base):
     role: Mapped[str] = mapped_column(String(30))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     totp_secret: Mapped[str | None] = mapped_column(String(64))
+    #: the TOTP time step (30 s) of the last code this key used: a code is good once
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -27,7 +27,7 @@ from cockpit.gateway.openapi import (
     errors,
 )
 from cockpit.gateway.security import OPERATORS, READERS, authenticate, principal_of, requires
-from cockpit.platform.auth import verify_totp
+from cockpit.platform.auth import totp_step
 
 __all__ = ["HANDLERS"]
 
@@ -131,12 +131,16 @@ _DOMAIN = (
 )
 
 
-def _step_up(request: Request[Any, Any, Any]) -> tuple[bool, bool]:
-    """Whether the caller's key has TOTP, and whether ``X-Cockpit-OTP`` holds a valid code."""
-    secret = principal_of(request).totp_secret
-    if secret is None:
+async def _step_up(request: Request[Any, Any, Any], needed: bool) -> tuple[bool, bool]:
+    """Whether the caller's key has TOTP, and whether ``X-Cockpit-OTP`` holds a valid
+    code not used before (checked, and spent, only where the action ``needed`` one)."""
+    principal = principal_of(request)
+    if principal.totp_secret is None:
         return False, False
-    return True, verify_totp(secret, request.headers.get("x-cockpit-otp"))
+    if not needed:
+        return True, False
+    step = totp_step(principal.totp_secret, request.headers.get("x-cockpit-otp"))
+    return True, step is not None and await request.app.state.cockpit.api_keys.use_totp_step(principal.id, step)
 
 
 @post("/agents", guards=[requires(OPERATORS)], responses=errors(*GUARDED, 409, 422),
@@ -238,7 +242,7 @@ async def agent_directives(
 )
 async def create_command(request: Request[Any, Any, Any], data: JSONBody[CommandCreate]) -> Response[CommandReceipt]:
     principal = principal_of(request)
-    has_totp, otp_ok = _step_up(request)
+    has_totp, otp_ok = await _step_up(request, data.command_type in c2l_context.STEP_UP_TYPES)
     try:
         receipt, created = await request.app.state.cockpit.c2l.submit_command(
             principal.name, data.model_dump(exclude_none=True), operator_has_totp=has_totp, otp_ok=otp_ok
@@ -258,7 +262,7 @@ async def create_command(request: Request[Any, Any, Any], data: JSONBody[Command
 )
 async def approve_command(request: Request[Any, Any, Any], command_id: FromPath[str]) -> CommandReceipt:
     principal = principal_of(request)
-    has_totp, otp_ok = _step_up(request)
+    has_totp, otp_ok = await _step_up(request, True)
     try:
         return await request.app.state.cockpit.c2l.approve_command(
             command_id, principal.name, operator_has_totp=has_totp, otp_ok=otp_ok

@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -142,6 +143,21 @@ async def test_totp_step_up_for_terminate(embedded: Harness, processes: list) ->
     assert r.status_code == 202
     assert (await final(h, r.json()["command_id"]))["status"] == "COMPLETED"
     assert not alive(victim.pid)
+    # The code is spent: played again (within its 30 s, for another target) it is
+    # refused. Before, it stayed good for every step-up action while it was valid.
+    other = spawn(processes)
+    await register(h, "other-victim", {"kind": "process", "pid": other.pid})
+    again = {**body, "target_agents": ["other-victim"]}
+    r = await h.client.post("/commands", json=again, headers={"X-API-Key": key, "X-Cockpit-OTP": code})
+    assert r.status_code == 401, r.text
+    assert alive(other.pid)
+    # A MUTE needs no step-up: a code sent along is neither checked nor spent.
+    nxt = pyotp.TOTP(principal.totp_secret).at(time.time() + 30)
+    r = await h.client.post("/commands", headers={"X-API-Key": key, "X-Cockpit-OTP": nxt}, json={
+        "command_type": "MUTE", "target_agents": ["other-victim"], "parameters": {"duration_seconds": 60}})
+    assert r.status_code == 202, r.text
+    r = await h.client.post("/commands", json=again, headers={"X-API-Key": key, "X-Cockpit-OTP": nxt})
+    assert r.status_code == 202, r.text
 
 
 async def test_agent_tokens_send_only_their_own_telemetry_and_die_on_revoke(embedded: Harness) -> None:
