@@ -63,6 +63,11 @@ class VerdictRow(Base):
         Index("ix_verdicts_severity_updated_at", "severity", updated_at.desc(), "id"),
         Index("ix_verdicts_category_updated_at", "category", updated_at.desc(), "id"),
         Index("ix_verdicts_fleet_id_updated_at", "fleet_id", updated_at.desc(), "id"),
+        # The verdict engine: when a situation's verdict was last closed (a draft
+        # observed before that is late news of it, not a new occurrence). Closed rows
+        # only: updating an ACTIVE verdict never touches it.
+        Index("ix_verdicts_closed_fingerprint", "fingerprint", "updated_at",
+              sqlite_where=text("status <> 'ACTIVE'"), postgresql_where=text("status <> 'ACTIVE'")),
         # GET /verdicts/stats: the agents with an active DECEPTION verdict.
         Index(ACTIVE_DECEPTION_INDEX, "agent_id",
               sqlite_where=ACTIVE_DECEPTION, postgresql_where=ACTIVE_DECEPTION),

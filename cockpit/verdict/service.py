@@ -89,6 +89,12 @@ _COLORS = {severity.value: color for severity, color in SEVERITY_COLORS.items()}
 _ACTIVE = select(_VERDICTS).where(
     _VERDICTS.c.fingerprint.in_(bindparam("fingerprints", expanding=True)), _VERDICTS.c.status == "ACTIVE",
 ).order_by(_VERDICTS.c.id).with_for_update()
+#: when each of a batch's situations without an ACTIVE verdict last had one closed
+_CLOSED = (
+    select(_VERDICTS.c.fingerprint, func.max(_VERDICTS.c.updated_at).label("closed_at"))
+    .where(_VERDICTS.c.fingerprint.in_(bindparam("fingerprints", expanding=True)), _VERDICTS.c.status != "ACTIVE")
+    .group_by(_VERDICTS.c.fingerprint)
+)
 _INSERT = insert(_VERDICTS)
 _INSERT_AGENTS = insert(_VERDICT_AGENTS)
 #: a verdict's new updated_at onto the rows naming its agents (kept equal to it)
@@ -305,11 +311,21 @@ class VerdictEngine:
         touched: dict[str, _Touched] = {}
         async with self._db.engine.begin() as conn:
             current = {row.fingerprint: row for row in await conn.execute(_ACTIVE, {"fingerprints": fingerprints})}
+            unopened = [f for f in fingerprints if f not in current]
+            closed: dict[str, datetime] = {
+                row.fingerprint: row.closed_at for row in await conn.execute(_CLOSED, {"fingerprints": unopened})
+            } if unopened else {}
             for draft in drafts:
                 verdict = touched.get(draft.fingerprint)
                 if verdict is None:
                     stored = current.get(draft.fingerprint)
                     if stored is None:
+                        closed_at = closed.get(draft.fingerprint)
+                        if closed_at is not None and draft.observed_at is not None and draft.observed_at <= closed_at:
+                            # Drafted from telemetry received before an operator closed
+                            # the situation's verdict (in flight, or redelivered): late
+                            # news of what was closed, not a new occurrence to reopen.
+                            continue
                         verdict = touched[draft.fingerprint] = _Touched(True, _new_row(draft, now))
                         if draft.observed_at is not None:
                             verdict.observed.append(draft.observed_at)

@@ -55,3 +55,33 @@ async def test_a_batch_writes_and_announces_each_situation_once_in_its_final_sta
     assert stored["same"]["evidence_chain"] == ["s-1"]
     r = await h.client.get("/verdicts", params={"agent_id": "new"}, headers=h.headers("VIEWER"))
     assert [v["id"] for v in r.json()["items"]] == [created["id"]]
+
+
+async def test_a_draft_observed_before_its_verdict_was_closed_does_not_reopen_it(harness: Harness) -> None:
+    """An operator dismisses a verdict while a draft of its situation is on its way (or
+    is redelivered after an outage): that draft is late news of what was dismissed.
+    Before, it opened a new ACTIVE verdict with the evidence just dismissed. A draft
+    from telemetry received after the dismissal is a new occurrence and opens one."""
+    from datetime import timedelta
+
+    from cockpit.platform.db import utcnow
+
+    h = harness
+    engine = h.cockpit.verdicts
+    before = utcnow()
+    await engine.on_drafts([draft("liar", ["l-1"]).model_copy(update={"observed_at": before})])
+
+    async def active() -> list[dict]:
+        r = await h.client.get("/verdicts", params={"status": "ACTIVE", "agent_id": "liar"},
+                               headers=h.headers("VIEWER"))
+        return r.json()["items"]
+
+    (verdict,) = await active()
+    r = await h.client.patch(f"/verdicts/{verdict['id']}", json={"status": "DISMISSED"}, headers=h.headers())
+    assert r.status_code == 200, r.text
+    await engine.on_drafts([draft("liar", ["l-1", "l-2"]).model_copy(update={"observed_at": before})])
+    assert await active() == []
+    await engine.on_drafts([draft("liar", ["l-3"]).model_copy(
+        update={"observed_at": utcnow() + timedelta(milliseconds=1)})])
+    (reopened,) = await active()
+    assert reopened["id"] != verdict["id"] and reopened["evidence_chain"] == ["l-3"]
