@@ -125,3 +125,15 @@ async def test_me_tells_the_caller_its_role(embedded: Harness) -> None:
     r = await embedded.client.get("/me", headers=embedded.headers("CHIEF_ARCHITECT"))
     assert r.json()["can_command"] is True
     assert (await embedded.client.get("/me")).status_code == 401
+
+
+async def test_the_dashboard_cannot_be_framed_and_is_revalidated(embedded: Harness) -> None:
+    """Headers a <meta> cannot give: no framing (an operator's Approve clicked through
+    another site's page), no content-type guessing, and revalidation, so an upgrade
+    never runs new modules beside cached old ones."""
+    for path in ("/ui/index.html", "/ui/app.js"):
+        r = await embedded.client.get(path)
+        assert r.status_code == 200
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
+        assert "no-cache" in r.headers["cache-control"]
