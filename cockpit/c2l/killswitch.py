@@ -38,6 +38,7 @@ from cockpit.c2l.runtimes.external import NO_RUNTIME_CONTROL
 from cockpit.c2l.runtimes.ref import RuntimeKind, RuntimeRef
 from cockpit.events import CommandType
 from cockpit.platform.db import Database, utcnow
+from cockpit.platform.retry import until_done
 
 __all__ = ["EXTERNAL_TERMINATE_NOTE", "CommandSpec", "KillOutcome", "KillSwitch", "RuntimeLookup",
            "StepLedger"]
@@ -174,12 +175,15 @@ class _Run:
         if replayed:
             entry["replayed"] = True
         else:
-            await self.ks._audit.append(AuditEntry(
+            # The action has happened: a database outage now is waited out rather than
+            # leave an act on a runtime with no audit row.
+            audited = AuditEntry(
                 layer=result.layer, action=result.action, success=result.success,
                 details={k: entry[k] for k in ("runtime", "verification", "details", "reason",
                                                 "duration_ms")},
                 command_id=self.spec.command_id, agent_id=agent_id, operator=self.spec.operator,
-            ))
+            )
+            await until_done(lambda: self.ks._audit.append(audited), what="audit_append")
         self.outcome.executed_layers.append(entry)
         return entry
 
