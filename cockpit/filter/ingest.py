@@ -192,18 +192,19 @@ class TelemetryStore:
             known = [t.message_id for t in items if t.message_id not in inserted]
             owners = await self._owners(session, known) if known else {}
         owners.update((i, _owner(unique[i])) for i in inserted)
-        for t in repeats:  # an id's owner is the message stored under it
+
+        def not_stored(t: Telemetry) -> None:  # an id's owner is the message stored under it
             if owners.get(t.message_id, _owner(t)) == _owner(t):
                 result.duplicates += 1
             else:
                 result.conflicts.append(t)
+
+        for t in repeats:
+            not_stored(t)
         by_fleet: dict[str, list[Telemetry]] = defaultdict(list)
         for t in items:
             if t.message_id not in inserted:
-                if owners.get(t.message_id, _owner(t)) == _owner(t):
-                    result.duplicates += 1
-                else:
-                    result.conflicts.append(t)
+                not_stored(t)
             elif t.source_agent_id in quarantined:
                 result.accepted += 1
                 result.quarantined += 1
