@@ -176,6 +176,12 @@ def to_dict(row: Any) -> dict[str, Any]:
     }
 
 
+def _stored_details(entry: AuditEntry) -> dict[str, Any]:
+    """``entry``'s details normalised through JSON, so what is hashed is exactly what
+    is stored."""
+    return json.loads(canonical_json(entry.details))
+
+
 class AuditLog:
     """Appends, verifies and queries the hash-chained audit."""
 
@@ -200,9 +206,7 @@ class AuditLog:
         transaction, in the order they were appended (group commit): under load, a
         command's audit rows do not each wait for a transaction of their own.
         """
-        # Normalise through JSON so the hashed details are exactly what is stored.
-        details = json.loads(canonical_json(entry.details))
-        return await self._group.submit((entry, details))
+        return await self._group.submit((entry, _stored_details(entry)))
 
     async def _write_group(self, batch: list[tuple[AuditEntry, dict[str, Any]]]) -> list[dict[str, Any]]:
         # The audit is part of the kill switch: its writes go first at the writer.
@@ -254,8 +258,7 @@ class AuditLog:
         rolls back) with what the caller writes there, so a state change and its audit
         row are never one without the other. Call :meth:`anchor` with the result once
         committed. On PostgreSQL the chain's lock is held until the caller commits."""
-        details = json.loads(canonical_json(entry.details))
-        return await self._chain(conn, [(entry, details)])
+        return await self._chain(conn, [(entry, _stored_details(entry))])
 
     def anchor(self, rows: list[dict[str, Any]]) -> None:
         """Record rows :meth:`append_in` wrote, once their transaction committed."""
