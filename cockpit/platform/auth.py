@@ -171,13 +171,13 @@ class ApiKeyStore:
             return len(rows.all())
 
 
-def totp_step(secret: str, code: str | None, now: float | None = None) -> int | None:
+def totp_step(secret: str, code: str | None) -> int | None:
     """The time step (``unix time // 30``) whose TOTP ``code`` is, the current one or
     one step either side (clock drift); ``None`` for no valid code."""
     if not code:
         return None
     totp = pyotp.TOTP(secret)
-    current = int((time.time() if now is None else now) // totp.interval)
+    current = int(time.time() // totp.interval)
     for step in (current - 1, current, current + 1):
         if hmac.compare_digest(totp.generate_otp(step), code.strip()):
             return step
