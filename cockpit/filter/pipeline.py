@@ -357,16 +357,14 @@ class NarrativeFilter:
             # (a minute later), analysed after the fleet's later ones (a breach before
             # the promise it breaks).
             if event.stored and event.stored_ids:  # too large for the broker: read back, with their Layer 1 results
-                stored_ids = event.stored_ids
-                rows = await until_done(lambda: self.store.rows(stored_ids), what="telemetry_read")
+                rows = await until_done(lambda: self.store.rows(event.stored_ids), what="telemetry_read")
                 messages += [telemetry_from_row(row) for row in rows]
                 analysis += [_stored_analysis(row) for row in rows]
             if not event.stored:
                 by_id = {m.message_id: a for m, a in zip(messages, analysis, strict=True) if a}
                 muted_of, sources = self.muted, {m.source_agent_id for m in messages}
                 muted = await until_done(lambda: muted_of(sources), what="telemetry_mute_check") if muted_of else set()
-                unstored = list(messages)
-                inserted = await until_done(lambda: self.store.insert_new(unstored, muted, by_id),
+                inserted = await until_done(lambda: self.store.insert_new(messages, muted, by_id),
                                             what="telemetry_store")
                 if inserted.conflicts:
                     self._metrics.telemetry_ingested.labels(path="bus", outcome="conflict").inc(
